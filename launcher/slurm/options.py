@@ -1,0 +1,57 @@
+"""Slurm options of a job spec (`slurm:` section). The `vlaunch slurm` flags are generated
+from these fields, so each option is defined once, here."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from launcher.specbase import Section
+
+_TIME = re.compile(r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$|^\d+$")
+
+
+class SlurmOptions(Section):
+    partition: str | None = None
+    """Slurm partition (`#SBATCH --partition`)."""
+    account: str | None = None
+    """Slurm account to charge (`#SBATCH --account`)."""
+    qos: str | None = None
+    """Quality of service (`#SBATCH --qos`)."""
+    time: str | None = None
+    """Wall-time limit, e.g. `04:00:00` or `1-00:00:00` (`#SBATCH --time`)."""
+    constraint: str | None = None
+    """Node features required (`#SBATCH --constraint`)."""
+    exclusive: bool = False
+    """Ask for whole nodes (`#SBATCH --exclusive`)."""
+    variant: str | None = None
+    """A VILA script name (`srun_lora_llm`, `srun_fft_grouped`, ...): selects the tuning preset."""
+    container_image: str | None = None
+    """Run inside this container image (pyxis/enroot `--container-image`)."""
+    container_mounts: list[str] = Field(default_factory=list)
+    """Container mounts `SRC:DST` (pyxis `--container-mounts`)."""
+    cpus_per_task: int | None = Field(default=None, ge=1)
+    """CPUs per node-task (defaults to the hardware profile's CPUs per GPU x GPUs per node)."""
+    mem: str | None = None
+    """Memory per node, Slurm syntax (`0` = all of it)."""
+    max_restarts: int = Field(default=3, ge=0, le=100)
+    """How many times a preempted or timed-out job comes back by itself."""
+    requeue: Literal["requeue", "chain"] = "requeue"
+    """How the job comes back: `scontrol requeue` itself, or submit a dependent `afterany` job."""
+    signal_seconds: int = Field(default=300, ge=10)
+    """Seconds before the time limit at which Slurm signals the job to checkpoint and exit."""
+    log_dir: str | None = None
+    """Where `%x-%j.out` logs go (default: `<output.dir>/<name>/slurm`)."""
+    setup: list[str] = Field(default_factory=list)
+    """Shell lines run on every node before Ray starts (e.g. `module load cuda`)."""
+
+    @field_validator("time")
+    @classmethod
+    def _check_time(cls, v: str | None) -> str | None:
+        if v is not None and not _TIME.match(v):
+            raise ValueError(
+                "not a Slurm time: use MM, HH:MM:SS or D-HH:MM:SS (e.g. 04:00:00)"
+            )
+        return v

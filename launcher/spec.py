@@ -1,0 +1,718 @@
+"""The job spec: one YAML file that says what to fine-tune, on what data, how, and where.
+
+Every option and its default is defined once, here (or in the backend option models this
+module includes). `load_spec` reads a file, applies dotted `key=value` overrides, validates
+everything and reports *all* problems in one `ProblemReport` (unknown keys with "did you
+mean", wrong types, ranges, cross-field conflicts).
+
+Paths: inputs (registry files, dataset files, media dirs, a local model folder) that are
+relative are resolved against the directory of the file that names them; `output.dir` is
+relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from launcher.errors import Problem, ProblemReport, UserError, did_you_mean, raise_if_any
+from launcher.k8s.options import KubernetesOptions
+from launcher.slurm.options import SlurmOptions
+from launcher.specbase import Section
+
+Auto = Literal["auto"]
+Strategy = Literal["ddp", "fsdp", "zero2", "zero3", "offload"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+_NAME = re.compile(r"^[^/\x00\n\r\t]{1,100}$")
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "ACCESS_KEY")
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelSpec(Section):
+    name_or_path: str
+    """Hub id (`llava-hf/llava-1.5-7b-hf`), local folder (`./models/x`), `tiny:<family>` (a tiny
+    random VLM built from config, for tests and the demo) or `random:<arch>` (a real-size
+    architecture with random weights, for benchmarks)."""
+    family: str | None = None
+    """VLM family (see `vlaunch models`); detected from the model's config.json when unset."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when `name_or_path` is a hub id."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub (off: only transformers' own classes are used)."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """Attention kernel."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DatasetEntry(Section):
+    """One dataset of a registry (compatible with VILA's `registry/datasets/*.yaml`)."""
+
+    target: str | None = Field(default=None, alias="_target_")
+    """VILA's dataset class (`llava.data.LLaVADataset`); informational."""
+    data_path: str
+    """A JSON array or JSON Lines file of samples."""
+    media_dir: str | None = None
+    """Root of the images/videos the samples name (default: the folder of `data_path`)."""
+    is_video: bool = False
+    """VILA's flag for video datasets (samples use `video`)."""
+    format: Literal["auto", "vila", "messages"] = "auto"
+    """`vila` (LLaVA `conversations`), `messages` (OpenAI-style), or `auto` (per sample)."""
+    text_field: str = "messages"
+    """Column holding the conversation in `messages` datasets (`dataset_text_field`)."""
+    image_field: str = "images"
+    """Column holding the images in `messages` datasets (`dataset_image_field`)."""
+    num_frames: int | None = Field(default=None, ge=1)
+    """Frames sampled per video for this dataset (default: `data.video.num_frames`)."""
+    description: str | None = None
+    """Free text."""
+
+
+class ImageOptions(Section):
+    aspect_ratio: Literal["resize", "pad"] = "resize"
+    """`resize`: let the processor resize; `pad`: pad to a square first (LLaVA's `pad`)."""
+    max_pixels: int = Field(default=89_478_485, ge=1)
+    """Images larger than this are rejected (decompression-bomb guard)."""
+
+
+class VideoOptions(Section):
+    num_frames: int = Field(default=8, ge=1, le=1024)
+    """Frames sampled uniformly from each video."""
+    fps: float | None = Field(default=None, gt=0)
+    """Sample at this rate instead of a fixed count (capped at `max_frames`)."""
+    max_frames: int = Field(default=64, ge=1)
+    """Upper bound on frames per video when sampling by `fps`."""
+
+
+class DataSpec(Section):
+    mixture: str
+    """Datasets joined with `+`, `name*N` repeats one N times (`SampleQA+SampleVideo*2`)."""
+    registry: list[str] = Field(default_factory=list)
+    """Registry YAML files that define dataset names (VILA format plus vlaunch keys)."""
+    datasets: dict[str, DatasetEntry] = Field(default_factory=dict)
+    """Datasets defined inline (same keys as a registry entry)."""
+    eval_mixture: str | None = None
+    """Held-out mixture for evaluation (loss, and exact match for short answers)."""
+    max_length: int = Field(default=2048, ge=16, le=1_048_576)
+    """Maximum tokens per sample, image/video tokens included."""
+    overlength: Literal["truncate_text", "drop", "error"] = "truncate_text"
+    """Samples over `max_length`: cut trailing text turns (never inside media tokens), drop
+    the sample, or stop with an error."""
+    packing: bool = False
+    """Pack several samples per row (attention never crosses sample boundaries)."""
+    group_by_length: bool = False
+    """Length-grouped sampler (LLaVA's `group_by_modality_length`)."""
+    shuffle: bool = True
+    """Shuffle the training mixture every epoch (seeded, resumable)."""
+    num_workers: int | Auto = "auto"
+    """Data-loader worker processes per rank (`auto`: from cores and host RAM)."""
+    prefetch_factor: int | Auto = "auto"
+    """Batches prefetched per worker (`auto`: from host RAM)."""
+    system_prompt: str | None = None
+    """System prompt for samples that have none."""
+    image: ImageOptions = Field(default_factory=ImageOptions)
+    """Image options."""
+    video: VideoOptions = Field(default_factory=VideoOptions)
+    """Video options."""
+
+    @field_validator("num_workers", "prefetch_factor")
+    @classmethod
+    def _non_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be 'auto' or a number >= 0")
+        return v
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+class LoraOptions(Section):
+    r: int = Field(default=16, ge=1, le=4096)
+    """LoRA rank."""
+    alpha: float | None = Field(default=None, gt=0)
+    """LoRA alpha (default: 2 x r)."""
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """LoRA dropout."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA)."""
+    target_modules: list[str] | str | None = None
+    """Language-model LoRA targets: module names or one regex (default: the family's, scoped
+    to the language model so the vision tower is never hit by accident)."""
+    vision_target_modules: list[str] | str | None = None
+    """Vision-tower LoRA targets (default: the family's)."""
+
+    @property
+    def resolved_alpha(self) -> float:
+        return self.alpha if self.alpha is not None else 2.0 * self.r
+
+
+class LrMultipliers(Section):
+    vision_tower: float = Field(default=0.1, gt=0)
+    """Vision tower LR = train.lr x this (VILA: 5-50x smaller than the LLM)."""
+    projector: float = Field(default=1.0, gt=0)
+    """Projector LR = train.lr x this."""
+    language_model: float = Field(default=1.0, gt=0)
+    """Language model LR = train.lr x this."""
+
+
+class TuningSpec(Section):
+    preset: str | None = "lora_llm"
+    """A VILA-named preset (see `vlaunch models --presets`); explicit module modes override it."""
+    vision_tower: Literal["full", "lora", "layernorm", "frozen"] | None = None
+    """Vision tower: full fine-tuning, LoRA, LayerNorm-only, or frozen."""
+    projector: Literal["full", "frozen"] | None = None
+    """Multimodal projector: trained (default in every preset) or frozen."""
+    language_model: Literal["full", "lora", "qlora", "frozen"] | None = None
+    """Language model: full, LoRA, QLoRA (4-bit NF4, CUDA only) or frozen."""
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    """LoRA options."""
+    lr_multipliers: LrMultipliers = Field(default_factory=LrMultipliers)
+    """Per-module learning-rate multipliers."""
+
+    def modes(self) -> dict[str, str]:
+        """The resolved mode of each module: the preset, then explicit overrides."""
+        from trainer.models.presets import PRESETS
+
+        base = {"vision_tower": "frozen", "projector": "full", "language_model": "frozen"}
+        if self.preset is not None and self.preset in PRESETS:
+            p = PRESETS[self.preset]
+            base = {
+                "vision_tower": p.vision_tower,
+                "projector": p.projector,
+                "language_model": p.language_model,
+            }
+        for module in ("vision_tower", "projector", "language_model"):
+            value = getattr(self, module)
+            if value is not None:
+                base[module] = value
+        return base
+
+    def uses_lora(self) -> bool:
+        m = self.modes()
+        return m["vision_tower"] == "lora" or m["language_model"] in ("lora", "qlora")
+
+
+# --------------------------------------------------------------------------- train
+
+
+class TrainSpec(Section):
+    global_batch_size: int = Field(default=16, ge=1)
+    """Samples per optimizer step across all devices: micro x accumulation x world, exactly."""
+    micro_batch_size: int | Auto = "auto"
+    """Samples per device per forward pass (`auto`: the largest that the memory estimate fits)."""
+    grad_accum_steps: int | Auto = "auto"
+    """Micro batches per optimizer step (`auto`: global / (micro x world))."""
+    batch_rounding: Literal["exact", "down", "up"] = "exact"
+    """If the global batch is not divisible by the world size: fail (`exact`), or use the
+    nearest valid size below/above (said loudly in the plan)."""
+    epochs: float = Field(default=1.0, gt=0)
+    """Passes over the training mixture (ignored when `max_steps` is set)."""
+    max_steps: int | None = Field(default=None, ge=1)
+    """Optimizer steps to run (overrides `epochs`)."""
+    lr: float = Field(default=1e-4, gt=0, le=1.0)
+    """Peak learning rate of the language model (others via `tuning.lr_multipliers`)."""
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    """AdamW weight decay (not applied to norms and biases)."""
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    """Optimizer (DeepSpeed strategies use their fused AdamW)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    eps: float = Field(default=1e-8, gt=0)
+    """AdamW epsilon."""
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """LR schedule after warmup."""
+    warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)
+    """Fraction of steps spent warming up (ignored when `warmup_steps` is set)."""
+    warmup_steps: int | None = Field(default=None, ge=0)
+    """Warmup steps (overrides `warmup_ratio`)."""
+    max_grad_norm: float = Field(default=1.0, ge=0.0)
+    """Gradient clipping by global norm (0 disables)."""
+    precision: Precision = "auto"
+    """Compute precision (`auto`: bf16 where the hardware has it, else fp16 on GPU, fp32 on CPU)."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in backward (non-reentrant) to save memory."""
+    strategy: Strategy = "ddp"
+    """DDP, FSDP (FSDP2), DeepSpeed ZeRO-2 / ZeRO-3, or `offload` (ZeRO-3 with CPU offload)."""
+    seed: int = Field(default=42, ge=0)
+    """Seed of weights init (LoRA), data order, dropout."""
+    checkpoint_every: int = Field(default=200, ge=1)
+    """Save a checkpoint every N optimizer steps (and at the end, and on SIGTERM/SIGUSR1)."""
+    keep_last: int = Field(default=2, ge=1)
+    """Checkpoints kept on disk (oldest deleted after a newer one is complete)."""
+    eval_every: int | None = Field(default=None, ge=1)
+    """Evaluate on `data.eval_mixture` every N steps (and always at the end)."""
+    log_every: int = Field(default=1, ge=1)
+    """Log metrics every N optimizer steps."""
+    timeout_minutes: float = Field(default=30.0, gt=0)
+    """Collective-communication (NCCL/gloo) timeout before a stalled rank is reported."""
+    max_failures: int = Field(default=3, ge=0)
+    """Worker-group restarts from the last checkpoint before the run fails (Ray FailureConfig)."""
+
+
+# --------------------------------------------------------------------------- resources
+
+
+class ResourcesSpec(Section):
+    profile: str = "auto"
+    """Hardware profile (`vlaunch profiles`): GPU memory, bf16, GPUs per node, host RAM.
+    `auto` detects local GPUs (nvidia-smi) or falls back to `cpu`."""
+    nodes: int = Field(default=1, ge=1, le=4096)
+    """Number of nodes."""
+    gpus_per_node: int | None = Field(default=None, ge=1, le=64)
+    """Devices per node (default: the profile's). On the `cpu` profile: worker processes."""
+    memory_headroom: float = Field(default=0.10, ge=0.0, lt=0.9)
+    """Fraction of device memory kept free when choosing `auto` micro batch."""
+    profiles: list[str] = Field(default_factory=list)
+    """Extra hardware-profile YAML files."""
+
+
+class OutputSpec(Section):
+    dir: str = "runs"
+    """Root of run directories: a local/shared path or an object-store URI Ray supports."""
+    export: Literal["adapter", "merged", "none"] = "adapter"
+    """Final export: a clean PEFT adapter (LoRA runs), a merged full model, or nothing."""
+
+
+class WandbOptions(Section):
+    project: str
+    """W&B project (the API key comes from WANDB_API_KEY, never from this file)."""
+    entity: str | None = None
+    """W&B entity (team or user)."""
+
+
+class MlflowOptions(Section):
+    tracking_uri: str
+    """MLflow tracking URI (credentials from the environment)."""
+    experiment: str = "vlaunch"
+    """MLflow experiment name."""
+
+
+class TrackingSpec(Section):
+    tensorboard: bool = True
+    """Write TensorBoard event files to `<run>/tensorboard`."""
+    wandb: WandbOptions | None = None
+    """Log to Weights & Biases."""
+    mlflow: MlflowOptions | None = None
+    """Log to MLflow."""
+
+
+# --------------------------------------------------------------------------- job
+
+
+class JobSpec(Section):
+    name: str
+    """Run name: the run directory, the Ray run, the Slurm job and the Kubernetes objects are
+    named after it. The same name resumes the same run."""
+    model: ModelSpec
+    """What to fine-tune."""
+    data: DataSpec
+    """What to train on."""
+    tuning: TuningSpec = Field(default_factory=TuningSpec)
+    """Which modules are trained and how."""
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    """Optimisation."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """Where it runs."""
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    """Where results go."""
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    """Metrics backends."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables for every worker (never secrets: use the environment or a
+    Kubernetes Secret)."""
+    slurm: SlurmOptions = Field(default_factory=SlurmOptions)
+    """Slurm options (`vlaunch slurm`)."""
+    k8s: KubernetesOptions = Field(default_factory=KubernetesOptions)
+    """Kubernetes options (`vlaunch k8s`)."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME.match(v) or v in (".", ".."):
+            raise ValueError(
+                "a run name is 1-100 characters without '/', tabs or newlines"
+            )
+        return v
+
+    @property
+    def run_dir(self) -> str:
+        """Where this run's checkpoints, metrics and exports go."""
+        root = self.output.dir
+        if "://" in root:
+            return root.rstrip("/") + "/" + self.name
+        return str(Path(root).expanduser().absolute() / self.name)
+
+    def to_yaml(self) -> str:
+        """The resolved spec as YAML (every default written out)."""
+        data = self.model_dump(mode="json", by_alias=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """`yaml.safe_load` a file, turning I/O and syntax errors into one user error."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file", hint="check the path of the job spec")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: cannot read: {e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
+        problem = getattr(e, "problem", None) or str(e)
+        raise UserError(
+            f"{where}: invalid YAML: {problem}", hint="fix the syntax at that line"
+        ) from None
+
+
+def load_spec(
+    path: str | os.PathLike[str],
+    overrides: list[str] | None = None,
+    *,
+    check: bool = True,
+) -> JobSpec:
+    """Read, override, validate and resolve a job spec; raise `ProblemReport` on any problem."""
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(
+            f"{path}: a job spec is a YAML mapping (name:, model:, data:, ...), "
+            f"got a {type(raw).__name__}"
+        )
+    from launcher.overrides import apply_overrides
+
+    raw = apply_overrides(raw, overrides or [])
+    return spec_from_dict(raw, base_dir=Path(path).parent, source=str(path), check=check)
+
+
+def spec_from_dict(
+    raw: dict[str, Any],
+    *,
+    base_dir: str | os.PathLike[str] = ".",
+    source: str | None = None,
+    check: bool = True,
+) -> JobSpec:
+    """Validate a dict as a job spec; paths are resolved against `base_dir`."""
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as e:
+        raise ProblemReport(
+            title="invalid job spec", problems=pydantic_problems(e, JobSpec), source=source
+        ) from None
+    spec = _resolve_paths(spec, Path(base_dir))
+    if check:
+        raise_if_any("invalid job spec", cross_field_problems(spec), source=source)
+    return spec
+
+
+def _is_local_path(value: str) -> bool:
+    return value.startswith(("./", "../", "/", "~")) or value in (".", "..")
+
+
+def _resolve(base: Path, value: str) -> str:
+    if "://" in value:
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).absolute())
+
+
+def _resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
+    spec = spec.model_copy(deep=True)
+    if _is_local_path(spec.model.name_or_path):
+        spec.model.name_or_path = _resolve(base, spec.model.name_or_path)
+    spec.data.registry = [_resolve(base, r) for r in spec.data.registry]
+    spec.resources.profiles = [_resolve(base, r) for r in spec.resources.profiles]
+    for entry in spec.data.datasets.values():
+        entry.data_path = _resolve(base, entry.data_path)
+        if entry.media_dir is not None:
+            entry.media_dir = _resolve(base, entry.media_dir)
+    return spec
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _annotation_model(annotation: Any) -> type[Section] | None:
+    """The Section class inside an annotation like `X | None` or `dict[str, X]`."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, Section):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _annotation_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(root: type[Section], loc: tuple[Any, ...]) -> type[Section] | None:
+    """The Section class that owns the key at `loc` (used for 'did you mean')."""
+    model: type[Section] | None = root
+    i = 0
+    while i < len(loc) and model is not None:
+        key = loc[i]
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            return model if i == len(loc) else None
+        inner = _annotation_model(field.annotation)
+        import typing
+
+        origin = typing.get_origin(field.annotation)
+        if origin is dict or (
+            inner is not None
+            and any(typing.get_origin(a) is dict for a in typing.get_args(field.annotation))
+        ):
+            i += 1  # skip the dict key
+        model = inner
+        i += 1
+    return model
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _type_hint(root: type[Section], loc: tuple[Any, ...]) -> str | None:
+    parent = _model_at(root, loc[:-1])
+    if parent is None or not isinstance(loc[-1], str):
+        return None
+    field = parent.model_fields.get(loc[-1])
+    if field is None or not field.description:
+        return None
+    first = field.description.strip().split(". ")[0].split("\n")[0]
+    return first.rstrip(".")
+
+
+def pydantic_problems(error: ValidationError, root: type[Section]) -> list[Problem]:
+    """Turn pydantic's errors into problems that name the key and say how to fix it."""
+    problems: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for err in error.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+        where = _dotted(loc)
+        kind = err["type"]
+        hint: str | None = None
+        if kind == "extra_forbidden":
+            parent = _model_at(root, loc[:-1])
+            known = [
+                f.alias or n for n, f in (parent.model_fields.items() if parent else [])
+            ]
+            msg = f"unknown key '{loc[-1]}'.{did_you_mean(str(loc[-1]), known)}"
+            if _looks_secret(str(loc[-1])):
+                hint = "secrets never go in a job spec: export them in the environment"
+            else:
+                hint = f"valid keys here: {', '.join(sorted(known))}" if known else None
+        elif kind == "missing":
+            msg = "required key is missing"
+            desc = _type_hint(root, loc)
+            hint = f"add '{where}' ({desc})" if desc else f"add '{where}'"
+        else:
+            msg = err["msg"]
+            if "input" in err and not isinstance(err["input"], dict | list):
+                msg += f" (got {err['input']!r})"
+            desc = _type_hint(root, loc)
+            hint = desc
+        key = (where, msg)
+        if key in seen:
+            continue
+        seen.add(key)
+        problems.append(Problem(where, msg, hint))
+    return _merge_union_noise(problems)
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic adds union member names ('int', "literal['auto']") to error locations."""
+    return isinstance(part, str) and (
+        part in ("int", "float", "str", "bool", "list[str]", "function-after[_check_time(), str]")
+        or part.startswith(("literal[", "function-", "tuple[", "list[", "dict["))
+    )
+
+
+def _merge_union_noise(problems: list[Problem]) -> list[Problem]:
+    """`int | 'auto'` fields yield one error per union member: keep one, say both options."""
+    by_where: dict[str, list[Problem]] = {}
+    for p in problems:
+        by_where.setdefault(p.where, []).append(p)
+    merged: list[Problem] = []
+    for where, group in by_where.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        msgs = "; or ".join(dict.fromkeys(p.message for p in group))
+        merged.append(Problem(where, msgs, group[0].hint))
+    return merged
+
+
+def _looks_secret(key: str) -> bool:
+    upper = key.upper().replace("-", "_")
+    return any(w in upper for w in _SECRET_WORDS) or upper in ("KEY", "TOKEN")
+
+
+def cross_field_problems(spec: JobSpec) -> list[Problem]:
+    """Rules that involve several keys (run after every key is individually valid)."""
+    from launcher.profiles import known_profile_names
+    from trainer.models.families import FAMILY_NAMES
+    from trainer.models.presets import PRESETS
+
+    out: list[Problem] = []
+    t, tr, d = spec.tuning, spec.train, spec.data
+
+    if t.preset is not None and t.preset not in PRESETS:
+        out.append(Problem(
+            "tuning.preset",
+            f"unknown preset '{t.preset}'.{did_you_mean(t.preset, PRESETS)}",
+            f"use one of: {', '.join(PRESETS)}",
+        ))
+    if t.preset is None and None in (t.vision_tower, t.projector, t.language_model):
+        missing = [m for m in ("vision_tower", "projector", "language_model")
+                   if getattr(t, m) is None]
+        out.append(Problem(
+            "tuning", f"no preset and no mode for {', '.join(missing)}",
+            "set tuning.preset (e.g. lora_llm) or a mode for every module",
+        ))
+    modes = t.modes()
+    if all(v == "frozen" for v in modes.values()):
+        out.append(Problem("tuning", "every module is frozen: nothing would be trained",
+                           "train at least one module (e.g. tuning.preset=lora_llm)"))
+    if not t.uses_lora() and "lora" in t.model_fields_set:
+        out.append(Problem(
+            "tuning.lora", "LoRA options are set but no module is tuned with LoRA",
+            "remove tuning.lora or set tuning.language_model=lora",
+        ))
+    for module, mode in modes.items():
+        if mode == "frozen" and module in t.lr_multipliers.model_fields_set:
+            out.append(Problem(
+                f"tuning.lr_multipliers.{module}",
+                f"a learning-rate multiplier is set for the frozen {module}",
+                f"remove it, or train the {module}",
+            ))
+    if t.lora.vision_target_modules is not None and modes["vision_tower"] != "lora":
+        out.append(Problem(
+            "tuning.lora.vision_target_modules",
+            f"vision LoRA targets are set but the vision tower is '{modes['vision_tower']}'",
+            "set tuning.vision_tower=lora, or remove vision_target_modules",
+        ))
+    if modes["language_model"] == "qlora":
+        if tr.strategy in ("fsdp", "zero3", "offload"):
+            out.append(Problem(
+                "train.strategy",
+                f"QLoRA (4-bit) language model cannot be sharded with '{tr.strategy}'",
+                "use train.strategy=ddp or zero2 with QLoRA, or tuning.language_model=lora",
+            ))
+        if tr.precision == "fp32":
+            out.append(Problem(
+                "train.precision", "QLoRA computes in bf16/fp16, not fp32",
+                "set train.precision=bf16 (or auto)",
+            ))
+    if tr.warmup_steps is not None and "warmup_ratio" in tr.model_fields_set:
+        out.append(Problem("train.warmup_steps", "both warmup_steps and warmup_ratio are set",
+                           "keep one of them"))
+    if tr.max_steps is not None and "epochs" in tr.model_fields_set:
+        out.append(Problem("train.max_steps", "both max_steps and epochs are set",
+                           "keep one of them (max_steps wins otherwise, silently)"))
+    if tr.eval_every is not None and d.eval_mixture is None:
+        out.append(Problem("train.eval_every", "evaluation is scheduled but there is no eval data",
+                           "set data.eval_mixture, or remove train.eval_every"))
+    for key in ("micro_batch_size", "grad_accum_steps"):
+        value = getattr(tr, key)
+        if isinstance(value, int) and value < 1:
+            out.append(Problem(f"train.{key}", f"must be 'auto' or a number >= 1 (got {value})",
+                               "use a positive number or 'auto'"))
+    if d.packing and d.group_by_length:
+        out.append(Problem("data.packing", "packing and group_by_length are both on",
+                           "packing already removes padding: set data.group_by_length=false"))
+    if d.video.fps is not None and "num_frames" in d.video.model_fields_set:
+        out.append(Problem("data.video.fps", "both video.fps and video.num_frames are set",
+                           "keep one: a fixed frame count or a sampling rate"))
+    if not d.mixture.strip():
+        out.append(Problem("data.mixture", "empty mixture", "name at least one dataset"))
+    if spec.model.family is not None and spec.model.family not in FAMILY_NAMES:
+        out.append(Problem(
+            "model.family",
+            f"unknown family '{spec.model.family}'.{did_you_mean(spec.model.family, FAMILY_NAMES)}",
+            "run `vlaunch models` for the supported families, or leave it unset to detect it",
+        ))
+    profiles = known_profile_names(spec.resources.profiles)
+    prof = spec.resources.profile
+    if prof != "auto" and prof not in profiles:
+        out.append(Problem(
+            "resources.profile",
+            f"unknown hardware profile '{prof}'.{did_you_mean(prof, profiles)}",
+            f"use one of: auto, {', '.join(sorted(profiles))}, or add one in resources.profiles",
+        ))
+    if prof == "cpu" and tr.precision == "fp16":
+        out.append(Problem("train.precision", "fp16 is not supported on CPU",
+                           "use train.precision=bf16, fp32 or auto"))
+    for key in spec.env:
+        if _looks_secret(key):
+            out.append(Problem(
+                f"env.{key}", "looks like a secret; secrets never go in a job spec",
+                f"export {key} in your shell (local, Slurm) or use a Kubernetes Secret "
+                "(k8s.hf_token / k8s.wandb_api_key)",
+            ))
+    if spec.slurm.variant is not None:
+        from trainer.models.presets import VARIANTS
+
+        if spec.slurm.variant not in VARIANTS:
+            out.append(Problem(
+                "slurm.variant",
+                f"unknown variant '{spec.slurm.variant}'."
+                f"{did_you_mean(spec.slurm.variant, VARIANTS)}",
+                f"use one of: {', '.join(VARIANTS)}",
+            ))
+    out += _mixture_problems(spec)
+    out += _batch_problems(spec)
+    return out
+
+
+def _mixture_problems(spec: JobSpec) -> list[Problem]:
+    """Every dataset the mixtures name must be defined (registry files or inline)."""
+    try:
+        from trainer.data.mixture import mixture_problems
+    except ImportError:  # pragma: no cover - the data package is part of the distribution
+        return []
+    return mixture_problems(spec)
+
+
+def _batch_problems(spec: JobSpec) -> list[Problem]:
+    """The batch numbers must multiply out exactly on the spec's own resources."""
+    from launcher.planner import BatchPlanError, resolve_batch
+    from launcher.profiles import ProfileError, resolve_world
+
+    try:
+        world = resolve_world(spec)
+    except ProfileError:
+        return []
+    tr = spec.train
+    try:
+        resolve_batch(
+            tr.global_batch_size, world.world_size,
+            micro=None if tr.micro_batch_size == "auto" else int(tr.micro_batch_size),
+            accum=None if tr.grad_accum_steps == "auto" else int(tr.grad_accum_steps),
+            rounding=tr.batch_rounding,
+        )
+    except BatchPlanError as e:
+        return [Problem("train.global_batch_size", e.message, e.hint)]
+    return []
