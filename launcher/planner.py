@@ -175,8 +175,11 @@ def resolve_batch(
         if per_device % accum:
             alt_accum = divisors(per_device)
             alt_globals = nearest_multiples(global_batch_size, world_size * accum)
-            alt_worlds = nearest_worlds(global_batch_size // accum, world_size) if (
-                global_batch_size % accum == 0) else []
+            alt_worlds = (
+                nearest_worlds(global_batch_size // accum, world_size)
+                if (global_batch_size % accum == 0)
+                else []
+            )
             raise BatchPlanError(
                 f"global batch {global_batch_size} over {world_size} devices is {per_device} "
                 f"per device, which accumulation {accum} cannot split "

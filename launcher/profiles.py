@@ -70,11 +70,19 @@ class HardwareProfile(Section):
         return int(self.host_memory_gib * GIB)
 
 
-def _gpu(name: str, desc: str, mib: int, bf16: bool, gpn: int, host: float, cpus: int,
-         tflops: float) -> HardwareProfile:
-    return HardwareProfile(name=name, description=desc, gpu_memory_mib=mib, bf16=bf16,
-                           gpus_per_node=gpn, host_memory_gib=host, cpus_per_node=cpus,
-                           peak_tflops=tflops)
+def _gpu(
+    name: str, desc: str, mib: int, bf16: bool, gpn: int, host: float, cpus: int, tflops: float
+) -> HardwareProfile:
+    return HardwareProfile(
+        name=name,
+        description=desc,
+        gpu_memory_mib=mib,
+        bf16=bf16,
+        gpus_per_node=gpn,
+        host_memory_gib=host,
+        cpus_per_node=cpus,
+        peak_tflops=tflops,
+    )
 
 
 #: Built-in profiles. Memory is what nvidia-smi reports; TFLOP/s are dense bf16 (fp16 for
@@ -97,10 +105,15 @@ BUILTIN: dict[str, HardwareProfile] = {
 def _local_cpu_profile() -> HardwareProfile:
     total = _meminfo_bytes("MemTotal") or 16 * GIB
     return HardwareProfile(
-        name="cpu", description="this machine's CPUs (gloo backend)",
-        gpu_memory_mib=total // MIB, bf16=True, gpus_per_node=1,
-        host_memory_gib=total / GIB, cpus_per_node=os.cpu_count() or 1,
-        peak_tflops=0.0, is_gpu=False,
+        name="cpu",
+        description="this machine's CPUs (gloo backend)",
+        gpu_memory_mib=total // MIB,
+        bf16=True,
+        gpus_per_node=1,
+        host_memory_gib=total / GIB,
+        cpus_per_node=os.cpu_count() or 1,
+        peak_tflops=0.0,
+        is_gpu=False,
     )
 
 
@@ -120,7 +133,8 @@ def available_host_memory() -> int | None:
 
 
 def load_profile_file(path: str) -> dict[str, HardwareProfile]:
-    from launcher.spec import pydantic_problems, read_yaml
+    from launcher.spec import read_yaml
+    from launcher.spec_errors import pydantic_problems
 
     raw = read_yaml(path)
     if not isinstance(raw, dict):
@@ -164,7 +178,10 @@ def detect_local_profile() -> str:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return "cpu"
@@ -174,8 +191,12 @@ def detect_local_profile() -> str:
     name, _, mem = lines[0].partition(",")
     key = name.lower().replace("nvidia", "").replace("geforce", "").strip()
     table = {
-        "rtx 3090 ti": "rtx3090ti", "rtx 4090": "rtx4090", "h200": "h200", "l40s": "l40s",
-        "h100": "h100-80gb", "v100": "v100-32gb",
+        "rtx 3090 ti": "rtx3090ti",
+        "rtx 4090": "rtx4090",
+        "h200": "h200",
+        "l40s": "l40s",
+        "h100": "h100-80gb",
+        "v100": "v100-32gb",
     }
     for needle, prof in table.items():
         if needle in key:

@@ -15,22 +15,23 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from launcher.errors import Problem, ProblemReport, UserError, did_you_mean, raise_if_any
+from launcher.errors import ProblemReport, UserError, raise_if_any
 from launcher.k8s.options import KubernetesOptions
 from launcher.slurm.options import SlurmOptions
 from launcher.specbase import Section
 
 Auto = Literal["auto"]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 Strategy = Literal["ddp", "fsdp", "zero2", "zero3", "offload"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
 _NAME = re.compile(r"^[^/\x00\n\r\t]{1,100}$")
-_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "ACCESS_KEY")
 
 
 # --------------------------------------------------------------------------- model
@@ -113,9 +114,9 @@ class DataSpec(Section):
     """Length-grouped sampler (LLaVA's `group_by_modality_length`)."""
     shuffle: bool = True
     """Shuffle the training mixture every epoch (seeded, resumable)."""
-    num_workers: int | Auto = "auto"
+    num_workers: NonNegativeInt | Auto = "auto"
     """Data-loader worker processes per rank (`auto`: from cores and host RAM)."""
-    prefetch_factor: int | Auto = "auto"
+    prefetch_factor: PositiveInt | Auto = "auto"
     """Batches prefetched per worker (`auto`: from host RAM)."""
     system_prompt: str | None = None
     """System prompt for samples that have none."""
@@ -123,13 +124,6 @@ class DataSpec(Section):
     """Image options."""
     video: VideoOptions = Field(default_factory=VideoOptions)
     """Video options."""
-
-    @field_validator("num_workers", "prefetch_factor")
-    @classmethod
-    def _non_negative(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 0:
-            raise ValueError("must be 'auto' or a number >= 0")
-        return v
 
 
 # --------------------------------------------------------------------------- tuning
@@ -207,9 +201,9 @@ class TuningSpec(Section):
 class TrainSpec(Section):
     global_batch_size: int = Field(default=16, ge=1)
     """Samples per optimizer step across all devices: micro x accumulation x world, exactly."""
-    micro_batch_size: int | Auto = "auto"
+    micro_batch_size: PositiveInt | Auto = "auto"
     """Samples per device per forward pass (`auto`: the largest that the memory estimate fits)."""
-    grad_accum_steps: int | Auto = "auto"
+    grad_accum_steps: PositiveInt | Auto = "auto"
     """Micro batches per optimizer step (`auto`: global / (micro x world))."""
     batch_rounding: Literal["exact", "down", "up"] = "exact"
     """If the global batch is not divisible by the world size: fail (`exact`), or use the
@@ -338,9 +332,7 @@ class JobSpec(Section):
     @classmethod
     def _check_name(cls, v: str) -> str:
         if not _NAME.match(v) or v in (".", ".."):
-            raise ValueError(
-                "a run name is 1-100 characters without '/', tabs or newlines"
-            )
+            raise ValueError("a run name is 1-100 characters without '/', tabs or newlines")
         return v
 
     @property
@@ -409,6 +401,9 @@ def spec_from_dict(
     check: bool = True,
 ) -> JobSpec:
     """Validate a dict as a job spec; paths are resolved against `base_dir`."""
+    from launcher.spec_errors import pydantic_problems
+    from launcher.spec_rules import cross_field_problems
+
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as e:
@@ -443,276 +438,3 @@ def _resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
         if entry.media_dir is not None:
             entry.media_dir = _resolve(base, entry.media_dir)
     return spec
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def _annotation_model(annotation: Any) -> type[Section] | None:
-    """The Section class inside an annotation like `X | None` or `dict[str, X]`."""
-    import typing
-
-    if isinstance(annotation, type) and issubclass(annotation, Section):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _annotation_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _model_at(root: type[Section], loc: tuple[Any, ...]) -> type[Section] | None:
-    """The Section class that owns the key at `loc` (used for 'did you mean')."""
-    model: type[Section] | None = root
-    i = 0
-    while i < len(loc) and model is not None:
-        key = loc[i]
-        field = model.model_fields.get(key) if isinstance(key, str) else None
-        if field is None:
-            return model if i == len(loc) else None
-        inner = _annotation_model(field.annotation)
-        import typing
-
-        origin = typing.get_origin(field.annotation)
-        if origin is dict or (
-            inner is not None
-            and any(typing.get_origin(a) is dict for a in typing.get_args(field.annotation))
-        ):
-            i += 1  # skip the dict key
-        model = inner
-        i += 1
-    return model
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _type_hint(root: type[Section], loc: tuple[Any, ...]) -> str | None:
-    parent = _model_at(root, loc[:-1])
-    if parent is None or not isinstance(loc[-1], str):
-        return None
-    field = parent.model_fields.get(loc[-1])
-    if field is None or not field.description:
-        return None
-    first = field.description.strip().split(". ")[0].split("\n")[0]
-    return first.rstrip(".")
-
-
-def pydantic_problems(error: ValidationError, root: type[Section]) -> list[Problem]:
-    """Turn pydantic's errors into problems that name the key and say how to fix it."""
-    problems: list[Problem] = []
-    seen: set[tuple[str, str]] = set()
-    for err in error.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
-        where = _dotted(loc)
-        kind = err["type"]
-        hint: str | None = None
-        if kind == "extra_forbidden":
-            parent = _model_at(root, loc[:-1])
-            known = [
-                f.alias or n for n, f in (parent.model_fields.items() if parent else [])
-            ]
-            msg = f"unknown key '{loc[-1]}'.{did_you_mean(str(loc[-1]), known)}"
-            if _looks_secret(str(loc[-1])):
-                hint = "secrets never go in a job spec: export them in the environment"
-            else:
-                hint = f"valid keys here: {', '.join(sorted(known))}" if known else None
-        elif kind == "missing":
-            msg = "required key is missing"
-            desc = _type_hint(root, loc)
-            hint = f"add '{where}' ({desc})" if desc else f"add '{where}'"
-        else:
-            msg = err["msg"]
-            if "input" in err and not isinstance(err["input"], dict | list):
-                msg += f" (got {err['input']!r})"
-            desc = _type_hint(root, loc)
-            hint = desc
-        key = (where, msg)
-        if key in seen:
-            continue
-        seen.add(key)
-        problems.append(Problem(where, msg, hint))
-    return _merge_union_noise(problems)
-
-
-def _is_union_tag(part: Any) -> bool:
-    """pydantic adds union member names ('int', "literal['auto']") to error locations."""
-    return isinstance(part, str) and (
-        part in ("int", "float", "str", "bool", "list[str]", "function-after[_check_time(), str]")
-        or part.startswith(("literal[", "function-", "tuple[", "list[", "dict["))
-    )
-
-
-def _merge_union_noise(problems: list[Problem]) -> list[Problem]:
-    """`int | 'auto'` fields yield one error per union member: keep one, say both options."""
-    by_where: dict[str, list[Problem]] = {}
-    for p in problems:
-        by_where.setdefault(p.where, []).append(p)
-    merged: list[Problem] = []
-    for where, group in by_where.items():
-        if len(group) == 1:
-            merged.append(group[0])
-            continue
-        msgs = "; or ".join(dict.fromkeys(p.message for p in group))
-        merged.append(Problem(where, msgs, group[0].hint))
-    return merged
-
-
-def _looks_secret(key: str) -> bool:
-    upper = key.upper().replace("-", "_")
-    return any(w in upper for w in _SECRET_WORDS) or upper in ("KEY", "TOKEN")
-
-
-def cross_field_problems(spec: JobSpec) -> list[Problem]:
-    """Rules that involve several keys (run after every key is individually valid)."""
-    from launcher.profiles import known_profile_names
-    from trainer.models.families import FAMILY_NAMES
-    from trainer.models.presets import PRESETS
-
-    out: list[Problem] = []
-    t, tr, d = spec.tuning, spec.train, spec.data
-
-    if t.preset is not None and t.preset not in PRESETS:
-        out.append(Problem(
-            "tuning.preset",
-            f"unknown preset '{t.preset}'.{did_you_mean(t.preset, PRESETS)}",
-            f"use one of: {', '.join(PRESETS)}",
-        ))
-    if t.preset is None and None in (t.vision_tower, t.projector, t.language_model):
-        missing = [m for m in ("vision_tower", "projector", "language_model")
-                   if getattr(t, m) is None]
-        out.append(Problem(
-            "tuning", f"no preset and no mode for {', '.join(missing)}",
-            "set tuning.preset (e.g. lora_llm) or a mode for every module",
-        ))
-    modes = t.modes()
-    if all(v == "frozen" for v in modes.values()):
-        out.append(Problem("tuning", "every module is frozen: nothing would be trained",
-                           "train at least one module (e.g. tuning.preset=lora_llm)"))
-    if not t.uses_lora() and "lora" in t.model_fields_set:
-        out.append(Problem(
-            "tuning.lora", "LoRA options are set but no module is tuned with LoRA",
-            "remove tuning.lora or set tuning.language_model=lora",
-        ))
-    for module, mode in modes.items():
-        if mode == "frozen" and module in t.lr_multipliers.model_fields_set:
-            out.append(Problem(
-                f"tuning.lr_multipliers.{module}",
-                f"a learning-rate multiplier is set for the frozen {module}",
-                f"remove it, or train the {module}",
-            ))
-    if t.lora.vision_target_modules is not None and modes["vision_tower"] != "lora":
-        out.append(Problem(
-            "tuning.lora.vision_target_modules",
-            f"vision LoRA targets are set but the vision tower is '{modes['vision_tower']}'",
-            "set tuning.vision_tower=lora, or remove vision_target_modules",
-        ))
-    if modes["language_model"] == "qlora":
-        if tr.strategy in ("fsdp", "zero3", "offload"):
-            out.append(Problem(
-                "train.strategy",
-                f"QLoRA (4-bit) language model cannot be sharded with '{tr.strategy}'",
-                "use train.strategy=ddp or zero2 with QLoRA, or tuning.language_model=lora",
-            ))
-        if tr.precision == "fp32":
-            out.append(Problem(
-                "train.precision", "QLoRA computes in bf16/fp16, not fp32",
-                "set train.precision=bf16 (or auto)",
-            ))
-    if tr.warmup_steps is not None and "warmup_ratio" in tr.model_fields_set:
-        out.append(Problem("train.warmup_steps", "both warmup_steps and warmup_ratio are set",
-                           "keep one of them"))
-    if tr.max_steps is not None and "epochs" in tr.model_fields_set:
-        out.append(Problem("train.max_steps", "both max_steps and epochs are set",
-                           "keep one of them (max_steps wins otherwise, silently)"))
-    if tr.eval_every is not None and d.eval_mixture is None:
-        out.append(Problem("train.eval_every", "evaluation is scheduled but there is no eval data",
-                           "set data.eval_mixture, or remove train.eval_every"))
-    for key in ("micro_batch_size", "grad_accum_steps"):
-        value = getattr(tr, key)
-        if isinstance(value, int) and value < 1:
-            out.append(Problem(f"train.{key}", f"must be 'auto' or a number >= 1 (got {value})",
-                               "use a positive number or 'auto'"))
-    if d.packing and d.group_by_length:
-        out.append(Problem("data.packing", "packing and group_by_length are both on",
-                           "packing already removes padding: set data.group_by_length=false"))
-    if d.video.fps is not None and "num_frames" in d.video.model_fields_set:
-        out.append(Problem("data.video.fps", "both video.fps and video.num_frames are set",
-                           "keep one: a fixed frame count or a sampling rate"))
-    if not d.mixture.strip():
-        out.append(Problem("data.mixture", "empty mixture", "name at least one dataset"))
-    if spec.model.family is not None and spec.model.family not in FAMILY_NAMES:
-        out.append(Problem(
-            "model.family",
-            f"unknown family '{spec.model.family}'.{did_you_mean(spec.model.family, FAMILY_NAMES)}",
-            "run `vlaunch models` for the supported families, or leave it unset to detect it",
-        ))
-    profiles = known_profile_names(spec.resources.profiles)
-    prof = spec.resources.profile
-    if prof != "auto" and prof not in profiles:
-        out.append(Problem(
-            "resources.profile",
-            f"unknown hardware profile '{prof}'.{did_you_mean(prof, profiles)}",
-            f"use one of: auto, {', '.join(sorted(profiles))}, or add one in resources.profiles",
-        ))
-    if prof == "cpu" and tr.precision == "fp16":
-        out.append(Problem("train.precision", "fp16 is not supported on CPU",
-                           "use train.precision=bf16, fp32 or auto"))
-    for key in spec.env:
-        if _looks_secret(key):
-            out.append(Problem(
-                f"env.{key}", "looks like a secret; secrets never go in a job spec",
-                f"export {key} in your shell (local, Slurm) or use a Kubernetes Secret "
-                "(k8s.hf_token / k8s.wandb_api_key)",
-            ))
-    if spec.slurm.variant is not None:
-        from trainer.models.presets import VARIANTS
-
-        if spec.slurm.variant not in VARIANTS:
-            out.append(Problem(
-                "slurm.variant",
-                f"unknown variant '{spec.slurm.variant}'."
-                f"{did_you_mean(spec.slurm.variant, VARIANTS)}",
-                f"use one of: {', '.join(VARIANTS)}",
-            ))
-    out += _mixture_problems(spec)
-    out += _batch_problems(spec)
-    return out
-
-
-def _mixture_problems(spec: JobSpec) -> list[Problem]:
-    """Every dataset the mixtures name must be defined (registry files or inline)."""
-    try:
-        from trainer.data.mixture import mixture_problems
-    except ImportError:  # pragma: no cover - the data package is part of the distribution
-        return []
-    return mixture_problems(spec)
-
-
-def _batch_problems(spec: JobSpec) -> list[Problem]:
-    """The batch numbers must multiply out exactly on the spec's own resources."""
-    from launcher.planner import BatchPlanError, resolve_batch
-    from launcher.profiles import ProfileError, resolve_world
-
-    try:
-        world = resolve_world(spec)
-    except ProfileError:
-        return []
-    tr = spec.train
-    try:
-        resolve_batch(
-            tr.global_batch_size, world.world_size,
-            micro=None if tr.micro_batch_size == "auto" else int(tr.micro_batch_size),
-            accum=None if tr.grad_accum_steps == "auto" else int(tr.grad_accum_steps),
-            rounding=tr.batch_rounding,
-        )
-    except BatchPlanError as e:
-        return [Problem("train.global_batch_size", e.message, e.hint)]
-    return []

@@ -29,24 +29,36 @@ def field_help(dotted: str) -> str:
 
 
 def add_spec_flag(
-    parser: argparse.ArgumentParser, flag: str, dotted: str, *, kind: type = str,
-    metavar: str | None = None, boolean: bool = False,
+    parser: argparse.ArgumentParser,
+    flag: str,
+    dotted: str,
+    *,
+    kind: type = str,
+    metavar: str | None = None,
+    boolean: bool = False,
 ) -> None:
     """A flag that becomes the override `dotted=value`."""
     dest = "_spec__" + dotted.replace(".", "__")
     if boolean:
-        parser.add_argument(flag, dest=dest, action="store_const", const="true", default=None,
-                            help=field_help(dotted))
+        parser.add_argument(
+            flag,
+            dest=dest,
+            action="store_const",
+            const="true",
+            default=None,
+            help=field_help(dotted),
+        )
     else:
-        parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar,
-                            help=field_help(dotted))
+        parser.add_argument(
+            flag, dest=dest, type=kind, default=None, metavar=metavar, help=field_help(dotted)
+        )
 
 
 def spec_flag_overrides(args: argparse.Namespace) -> list[str]:
     out = []
     for key, value in vars(args).items():
         if key.startswith("_spec__") and value is not None:
-            dotted = key[len("_spec__"):].replace("__", ".")
+            dotted = key[len("_spec__") :].replace("__", ".")
             out.append(f"{dotted}={value}")
     return out
 

@@ -1,0 +1,72 @@
+"""`vlaunch convert FILE`: HF TrainingArguments JSON or VILA settings -> a job spec."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file",
+        metavar="FILE",
+        help="JSON/YAML settings, KEY=value lines, or an sft.sh-style command",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="JOB.yaml", help="write the spec here (default: stdout)"
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help="nodes the settings were meant for (per-device batch -> global)",
+    )
+    parser.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=None,
+        help="GPUs per node the settings were meant for (default: "
+        "nproc_per_node from the file, else 1)",
+    )
+    parser.add_argument("--name", help="run name (default: run_name, or output_dir's name)")
+    parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from launcher.convert import convert, read_settings
+    from launcher.errors import ProblemReport, UserError
+    from launcher.spec import spec_from_dict
+
+    if args.output and Path(args.output).exists() and not args.force:
+        raise UserError(f"{args.output} exists", hint="pass --force to overwrite it")
+    conv = convert(
+        read_settings(args.file), nodes=args.nodes, gpus_per_node=args.gpus_per_node, name=args.name
+    )
+    text = yaml.safe_dump(conv.spec, sort_keys=False)
+    header = f"# converted by `vlaunch convert {args.file}`\n"
+    if args.output:
+        Path(args.output).write_text(header + text)
+    else:
+        sys.stdout.write(header + text)
+
+    err = sys.stderr
+    print(f"mapped {len(conv.mapped)} setting(s)", file=err)
+    for key, reason in conv.ignored.items():
+        print(f"  ignored {key}: {reason}", file=err)
+    for key, value in conv.unmapped.items():
+        print(
+            f"  NOT MAPPED {key}={value!r}: no vlaunch equivalent; set it by hand if needed",
+            file=err,
+        )
+    for note in conv.notes:
+        print(f"  note: {note}", file=err)
+    try:
+        spec_from_dict(conv.spec, base_dir=Path(args.file).parent, source="converted spec")
+    except ProblemReport as report:
+        print("the converted spec still needs attention before it validates:", file=err)
+        print(report.render(), file=err)
+        return 1
+    return 0

@@ -1,0 +1,273 @@
+"""Per-device memory prediction, without loading weights and without a GPU.
+
+The prediction is split into the parts people reason about:
+
+- weights: every parameter, in the dtype the trainer keeps it in (frozen: compute dtype;
+  trained: fp32 master weights; QLoRA language-model linears: 4-bit NF4 + quantisation
+  constants), divided by the world size under FSDP / ZeRO-3;
+- gradients: fp32, one per trained parameter (sharded from ZeRO-2 on; DDP adds its buckets);
+- optimizer: AdamW's two fp32 moments per trained parameter (+ the fp32 master copy that
+  DeepSpeed keeps when it trains in bf16/fp16), sharded from ZeRO-2 on, on the host with
+  `offload`;
+- activations: what autograd keeps for one micro batch of `data.max_length` tokens (image
+  tokens included), with or without gradient checkpointing, plus the logits and the loss;
+- overhead: CUDA context, NCCL and allocator slack (a stated constant).
+
+Parameter and optimizer-state bytes are exact (counted from the analytic parameter table
+that `trainer/models/shapes.py` checks against a meta-device model); activations and overhead
+are a model of the truth, measured against GPUs in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+GIB = 1024**3
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+#: CUDA context + cuBLAS/NCCL workspaces + allocator slack per GPU process.
+GPU_OVERHEAD_BYTES = int(1.25 * GIB)
+#: Python + torch + transformers resident per CPU worker process.
+CPU_OVERHEAD_BYTES = int(1.0 * GIB)
+#: NF4 storage per weight: 4 bits + 8-bit absmax per 64 + fp32 per 256 absmax (double quant).
+NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
+SHARDED = ("fsdp", "zero3", "offload")
+
+
+class ParamLike(Protocol):
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+    module: str
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the activation model needs from a model config."""
+
+    hidden: int
+    layers: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    vision_hidden: int = 0
+    vision_layers: int = 0
+    vision_intermediate: int = 0
+    vision_tokens_per_image: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The knobs of a run that change memory."""
+
+    modes: dict[str, str]
+    precision: str  # bf16 | fp16 | fp32
+    strategy: str  # ddp | fsdp | zero2 | zero3 | offload
+    world_size: int
+    micro_batch_size: int
+    seq_len: int
+    gradient_checkpointing: bool
+    is_gpu: bool
+    optimizer: str = "adamw"
+    lora_r: int = 16
+    use_dora: bool = False
+    lora_targets: str | Sequence[str] | None = None
+    vision_lora_targets: str | Sequence[str] | None = None
+    images_per_sample: int = 1
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    parts: dict[str, int]
+    capacity: int
+    headroom: float
+    trainable_params: dict[str, int]
+    total_params: int
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def usable(self) -> int:
+        return int(self.capacity * (1.0 - self.headroom))
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.usable
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "parts_bytes": dict(self.parts),
+            "total_bytes": self.total,
+            "capacity_bytes": self.capacity,
+            "usable_bytes": self.usable,
+            "headroom": self.headroom,
+            "fits": self.fits,
+            "trainable_params": dict(self.trainable_params),
+            "total_params": self.total_params,
+            "notes": list(self.notes),
+        }
+
+
+def numel(shape: Iterable[int]) -> int:
+    return math.prod(shape)
+
+
+def _matches(name: str, targets: str | Sequence[str] | None) -> bool:
+    """peft's `target_modules` semantics: a regex fully matching the module name, or a list
+    of names matching the module name or its last components."""
+    module = name.rsplit(".", 1)[0]
+    if targets is None:
+        return False
+    if isinstance(targets, str):
+        return re.fullmatch(targets, module) is not None
+    return any(module == t or module.endswith("." + t) for t in targets)
+
+
+def trainable_counts(table: Sequence[ParamLike], setup: TrainingSetup) -> dict[str, int]:
+    """Trainable parameters per module under the tuning modes (LoRA adapters counted)."""
+    out = {"vision_tower": 0, "projector": 0, "language_model": 0}
+    for p in table:
+        module = p.module if p.module in out else None
+        if module is None:
+            continue
+        mode = setup.modes.get(module, "frozen")
+        n = numel(p.shape)
+        if mode == "full" or (mode == "layernorm" and p.kind == "norm"):
+            out[module] += n
+        elif mode in ("lora", "qlora") and p.kind == "linear" and p.name.endswith(".weight"):
+            targets = setup.vision_lora_targets if module == "vision_tower" else setup.lora_targets
+            if _matches(p.name, targets):
+                fan_out, fan_in = p.shape[0], p.shape[1]
+                out[module] += setup.lora_r * (fan_in + fan_out)
+                if setup.use_dora:
+                    out[module] += fan_out
+    return out
+
+
+def _weight_bytes(
+    table: Sequence[ParamLike], setup: TrainingSetup, trainable: dict[str, int]
+) -> float:
+    compute = DTYPE_BYTES[setup.precision]
+    total = 0.0
+    for p in table:
+        n = numel(p.shape)
+        mode = setup.modes.get(p.module, "frozen")
+        if mode == "full" or (mode == "layernorm" and p.kind == "norm"):
+            # Trained base weights are fp32 master weights (autocast computes in `precision`);
+            # DeepSpeed keeps them in the compute dtype and the fp32 copy in the optimizer.
+            deepspeed = setup.strategy in ("zero2", "zero3", "offload")
+            total += n * (compute if deepspeed else 4)
+        elif (
+            mode == "qlora"
+            and p.kind == "linear"
+            and p.name.endswith(".weight")
+            and p.module == "language_model"
+        ):
+            total += n * NF4_BYTES_PER_PARAM
+        else:
+            total += n * compute
+    adapters = sum(
+        trainable[m]
+        for m, mode in setup.modes.items()
+        if mode in ("lora", "qlora") and m in trainable
+    )
+    return total + adapters * 4  # LoRA adapters train in fp32
+
+
+def estimate(
+    table: Sequence[ParamLike],
+    shape: Shape,
+    setup: TrainingSetup,
+    *,
+    capacity: int,
+    headroom: float,
+) -> MemoryEstimate:
+    trainable = trainable_counts(table, setup)
+    n_train = sum(trainable.values())
+    world = max(1, setup.world_size)
+    sharded = setup.strategy in SHARDED
+    deepspeed = setup.strategy in ("zero2", "zero3", "offload")
+    notes: list[str] = []
+
+    weights = _weight_bytes(table, setup, trainable)
+    if sharded:
+        weights /= world
+        # Under FSDP/ZeRO-3 one decoder layer is gathered at a time (plus one prefetched).
+        per_layer = sum(
+            numel(p.shape) for p in table if p.module == "language_model" and p.kind != "embedding"
+        ) / max(1, shape.layers)
+        weights += 2 * per_layer * DTYPE_BYTES[setup.precision]
+    grads = n_train * 4.0
+    if setup.strategy == "ddp" and world > 1:
+        grads *= 2  # DDP's reducer buckets hold a second copy while gradients are reduced
+    if setup.strategy in ("zero2", *SHARDED):
+        grads /= world
+    if setup.optimizer == "adamw":
+        optim = n_train * 8.0
+        if deepspeed and setup.precision != "fp32":
+            optim += n_train * 4.0  # fp32 master weights live with the optimizer
+    else:
+        optim = 0.0
+    if setup.strategy in ("zero2", *SHARDED):
+        optim /= world
+    if setup.strategy == "offload":
+        notes.append("optimizer states are offloaded to host memory")
+        optim = 0.0
+
+    act = activation_bytes(shape, setup)
+    overhead = GPU_OVERHEAD_BYTES if setup.is_gpu else CPU_OVERHEAD_BYTES
+    parts = {
+        "weights": int(weights),
+        "gradients": int(grads),
+        "optimizer": int(optim),
+        "activations": int(act),
+        "overhead": overhead,
+    }
+    return MemoryEstimate(
+        parts=parts,
+        capacity=capacity,
+        headroom=headroom,
+        trainable_params=trainable,
+        total_params=sum(numel(p.shape) for p in table),
+        notes=tuple(notes),
+    )
+
+
+def activation_bytes(shape: Shape, setup: TrainingSetup) -> float:
+    """Activations kept for backward for one micro batch (see module docstring)."""
+    b = DTYPE_BYTES[setup.precision]
+    tokens = setup.micro_batch_size * setup.seq_len
+    kv = shape.hidden * shape.kv_heads // max(1, shape.heads)
+    # LLaMA-style decoder layer with SDPA (no seq^2 term): norm inputs/outputs, q/k/v,
+    # attention output, residuals, and the gated MLP's four intermediate tensors; RMSNorm
+    # upcasts to fp32.
+    per_token_layer = (6 * shape.hidden + 2 * kv + 4 * shape.intermediate) * b + 8 * shape.hidden
+    llm_trains = setup.modes.get("language_model", "frozen") != "frozen"
+    below_trains = any(
+        setup.modes.get(m, "frozen") != "frozen" for m in ("vision_tower", "projector")
+    )
+    if not llm_trains and not below_trains:
+        lm = 0.0
+    elif setup.gradient_checkpointing:
+        lm = tokens * (shape.layers * shape.hidden * b + per_token_layer)
+    else:
+        lm = tokens * shape.layers * per_token_layer
+    # Logits in the compute dtype, their fp32 upcast for the loss, and its gradient.
+    logits = tokens * shape.vocab * (b + 4 + 4)
+
+    vision = 0.0
+    if setup.modes.get("vision_tower", "frozen") != "frozen" and shape.vision_layers:
+        v_tokens = setup.micro_batch_size * setup.images_per_sample * shape.vision_tokens_per_image
+        v_layer = (6 * shape.vision_hidden + 2 * shape.vision_intermediate) * b
+        if setup.gradient_checkpointing:
+            vision = v_tokens * (shape.vision_layers * shape.vision_hidden * b + v_layer)
+        else:
+            vision = v_tokens * shape.vision_layers * v_layer
+    return lm + logits + vision

@@ -1,0 +1,221 @@
+"""`make_plan(spec)`: the batch plan and the memory prediction of a job, in one object.
+
+Every backend calls this before anything is queued, `vlaunch plan` prints it, and the trainer
+calls it again on resume (with the new world size) so the global batch stays the same.
+Nothing here imports torch: model shapes come from the config dict and the analytic parameter
+table in `trainer/models/shapes.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import UserError
+from launcher.estimator import MemoryEstimate, Shape, TrainingSetup, estimate
+from launcher.planner import BatchPlan, resolve_batch
+from launcher.profiles import World, resolve_world
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    name: str
+    world: World
+    batch: BatchPlan
+    precision: str
+    memory: MemoryEstimate | None
+    family: str | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return self.memory is None or self.memory.fits
+
+    def to_json(self) -> dict[str, Any]:
+        b = self.batch
+        return {
+            "name": self.name,
+            "global_batch_size": b.global_batch_size,
+            "micro_batch_size": b.micro_batch_size,
+            "grad_accum_steps": b.grad_accum_steps,
+            "world_size": b.world_size,
+            "nodes": self.world.nodes,
+            "gpus_per_node": self.world.gpus_per_node,
+            "profile": self.world.profile.name,
+            "requested_global_batch_size": b.requested_global_batch_size,
+            "precision": self.precision,
+            "family": self.family,
+            "fits": self.fits,
+            "memory": self.memory.to_json() if self.memory else None,
+            "notes": [*b.notes, *self.notes],
+        }
+
+
+def resolve_precision(spec: JobSpec, world: World) -> str:
+    p = spec.train.precision
+    if p != "auto":
+        return p
+    if not world.profile.is_gpu:
+        return "fp32"
+    return "bf16" if world.profile.bf16 else "fp16"
+
+
+def model_shape(config: dict[str, Any]) -> Shape:
+    """The sizes the activation model needs, read from a (multimodal) config dict."""
+    text = config.get("text_config") or config
+    vision = config.get("vision_config") or {}
+
+    def first(d: dict[str, Any], *keys: str, default: int = 0) -> int:
+        for k in keys:
+            if d.get(k) is not None:
+                return int(d[k])
+        return default
+
+    hidden = first(text, "hidden_size", "d_model")
+    heads = first(text, "num_attention_heads", default=1)
+    v_hidden = first(vision, "hidden_size", "embed_dim")
+    v_inter = first(
+        vision, "intermediate_size", default=int(v_hidden * float(vision.get("mlp_ratio", 4)))
+    )
+    image = first(vision, "image_size", default=448)
+    patch = first(vision, "patch_size", default=14)
+    return Shape(
+        hidden=hidden,
+        layers=first(text, "num_hidden_layers", "num_layers"),
+        intermediate=first(text, "intermediate_size", default=4 * hidden),
+        heads=heads,
+        kv_heads=first(text, "num_key_value_heads", default=heads),
+        vocab=first(text, "vocab_size") or first(config, "vocab_size"),
+        vision_hidden=v_hidden,
+        vision_layers=first(vision, "num_hidden_layers", "depth"),
+        vision_intermediate=v_inter,
+        vision_tokens_per_image=(image // max(1, patch)) ** 2,
+    )
+
+
+def _estimator_inputs(spec: JobSpec) -> tuple[Any, Shape, str, Any, Any]:
+    """Parameter table, shape, family name and default LoRA targets of the spec's model."""
+    from trainer.models.configs import model_config_dict
+    from trainer.models.shapes import param_table
+
+    from trainer.models.families import detect_family, get_family
+
+    config = model_config_dict(spec.model.name_or_path)
+    family_name = spec.model.family or detect_family(config)
+    family = get_family(family_name)
+    lora = spec.tuning.lora
+    targets = (
+        lora.target_modules if lora.target_modules is not None else (family.default_lora_targets)
+    )
+    vision_targets = (
+        lora.vision_target_modules
+        if lora.vision_target_modules is not None
+        else family.default_vision_lora_targets
+    )
+    return param_table(config), model_shape(config), family_name, targets, vision_targets
+
+
+def make_plan(
+    spec: JobSpec,
+    *,
+    world_size: int | None = None,
+    estimate_memory: bool = True,
+) -> Plan:
+    """Plan `spec`; `world_size` overrides the spec's resources (resume on other hardware)."""
+    world = resolve_world(spec)
+    if world_size is not None and world_size != world.world_size:
+        if world_size % world.nodes:
+            world = World(world.profile, 1, world_size)
+        else:
+            world = World(world.profile, world.nodes, world_size // world.nodes)
+    precision = resolve_precision(spec, world)
+    tr = spec.train
+    micro = None if tr.micro_batch_size == "auto" else int(tr.micro_batch_size)
+    accum = None if tr.grad_accum_steps == "auto" else int(tr.grad_accum_steps)
+
+    notes: list[str] = []
+    memory_for = None
+    family = spec.model.family
+    if estimate_memory:
+        try:
+            table, shape, family, targets, vision_targets = _estimator_inputs(spec)
+        except UserError as e:
+            if micro is None and accum is None:
+                raise UserError(
+                    f"cannot choose the micro batch automatically: {e.message}",
+                    hint="set train.micro_batch_size (or fix the model reference)",
+                ) from None
+            notes.append(f"no memory prediction: {e.message}")
+        else:
+            capacity = world.profile.device_memory_bytes
+            if not world.profile.is_gpu:
+                capacity //= max(1, world.gpus_per_node)
+
+            def memory_for(m: int) -> MemoryEstimate:
+                setup = TrainingSetup(
+                    modes=spec.tuning.modes(),
+                    precision=precision,
+                    strategy=tr.strategy,
+                    world_size=world.world_size,
+                    micro_batch_size=m,
+                    seq_len=spec.data.max_length,
+                    gradient_checkpointing=tr.gradient_checkpointing,
+                    is_gpu=world.profile.is_gpu,
+                    optimizer=tr.optimizer,
+                    lora_r=spec.tuning.lora.r,
+                    use_dora=spec.tuning.lora.use_dora,
+                    lora_targets=targets,
+                    vision_lora_targets=vision_targets,
+                )
+                return estimate(
+                    table, shape, setup, capacity=capacity, headroom=spec.resources.memory_headroom
+                )
+
+    batch = resolve_batch(
+        tr.global_batch_size,
+        world.world_size,
+        micro=micro,
+        accum=accum,
+        rounding=tr.batch_rounding,
+        fits=(lambda m: memory_for(m).fits) if memory_for else None,
+    )
+    memory = memory_for(batch.micro_batch_size) if memory_for else None
+    if memory is not None and not memory.fits:
+        notes.append(_does_not_fit_advice(spec, memory))
+    return Plan(
+        name=spec.name,
+        world=world,
+        batch=batch,
+        precision=precision,
+        memory=memory,
+        family=family,
+        notes=notes,
+    )
+
+
+def _does_not_fit_advice(spec: JobSpec, memory: MemoryEstimate) -> str:
+    gib = 1024**3
+    over = (memory.total - memory.usable) / gib
+    biggest = max(memory.parts, key=lambda k: memory.parts[k])
+    tips = []
+    if not spec.train.gradient_checkpointing:
+        tips.append("train.gradient_checkpointing=true")
+    if spec.train.strategy in ("ddp", "zero2") and biggest in ("weights", "optimizer", "gradients"):
+        tips.append("train.strategy=zero3 (or fsdp) to shard weights and optimizer states")
+    if spec.train.strategy == "zero3" and biggest == "optimizer":
+        tips.append("train.strategy=offload to keep optimizer states in host RAM")
+    if spec.tuning.modes()["language_model"] == "full":
+        tips.append("tuning.preset=lora_llm (LoRA instead of full fine-tuning)")
+    if biggest == "activations":
+        tips.append(f"a shorter data.max_length (now {spec.data.max_length})")
+    tips.append("more GPUs or a larger GPU (--profile)")
+    return (
+        f"does not fit: {memory.total / gib:.1f} GiB predicted > {memory.usable / gib:.1f} "
+        f"GiB usable ({over:.1f} GiB over; largest part: {biggest}); try " + "; or ".join(tips)
+    )
