@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, field_validator
 from launcher.errors import ProblemReport, UserError, raise_if_any
 from launcher.k8s.options import KubernetesOptions
 from launcher.slurm.options import SlurmOptions
+from launcher.spec_errors import pydantic_problems
 from launcher.specbase import Section
 
 Auto = Literal["auto"]
@@ -401,7 +402,6 @@ def spec_from_dict(
     check: bool = True,
 ) -> JobSpec:
     """Validate a dict as a job spec; paths are resolved against `base_dir`."""
-    from launcher.spec_errors import pydantic_problems
     from launcher.spec_rules import cross_field_problems
 
     try:
