@@ -53,7 +53,7 @@ bench: venv
 	$(BIN)/python -m bench.run_cpu
 
 golden: venv
-	VLAUNCH_REGEN_GOLDEN=1 $(BIN)/python -m pytest tests/unit -k golden -q
+	VLAUNCH_REGEN_GOLDEN=1 $(BIN)/python -m pytest tests -k golden -q
 
 clean:
 	rm -rf runs build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,16 +1,50 @@
-"""Kubernetes options of a job spec (`k8s:` section). The `vlaunch k8s` flags and the chart's
-values are derived from these fields."""
+"""Kubernetes options of a job spec (`k8s:` section).
+
+The `vlaunch k8s` flags are generated from these fields and the chart's values are derived
+from them (`launcher/k8s/values.py`: snake_case here, camelCase in `values.yaml`), so each
+option is defined once, here.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from launcher.specbase import Section
 
+#: A Kubernetes resource quantity (`16Gi`, `500m`, `2`).
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+#: An RFC 1123 DNS label (namespaces).
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+#: An RFC 1123 DNS subdomain (Secret, claim, service-account and priority-class names).
+DNS_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+#: A key inside a Secret.
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+
+
+def _check(pattern: re.Pattern[str], value: str | None, what: str) -> str | None:
+    if value is not None and not pattern.match(value):
+        raise ValueError(f"not {what}")
+    return value
+
+
+def _quantity(value: Any) -> Any:
+    """Numbers (YAML reads `cpu: 8` as an int) become strings; strings must be quantities."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = f"{value:g}"
+    if isinstance(value, str):
+        _check(QUANTITY, value, "a Kubernetes quantity such as 16Gi, 8 or 500m")
+    return value
+
 
 class PersistentVolume(Section):
+    enabled: bool = True
+    """Mount a PersistentVolumeClaim for checkpoints and the model cache (off: an emptyDir,
+    lost with the pod, so `output.dir` should then be an object-store URI)."""
     existing_claim: str | None = None
     """Use this existing PersistentVolumeClaim instead of creating one."""
     size: str = "100Gi"
@@ -20,14 +54,62 @@ class PersistentVolume(Section):
     access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany"
     """Access mode; several nodes writing checkpoints need ReadWriteMany."""
     mount_path: str = "/workspace"
-    """Where the volume is mounted in every pod (checkpoints, model cache)."""
+    """Where the volume is mounted in every pod (checkpoints, model cache). A relative
+    `output.dir` is placed under it inside the pods."""
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return _quantity(v)
+
+    @field_validator("existing_claim", "storage_class")
+    @classmethod
+    def _names(cls, v: str | None) -> str | None:
+        return _check(DNS_SUBDOMAIN, v, "a Kubernetes object name (lowercase, digits, '-', '.')")
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount(cls, v: str) -> str:
+        if not v.startswith("/") or v.rstrip("/") == "" or "/../" in v + "/":
+            raise ValueError("must be an absolute path other than / (e.g. /workspace)")
+        return v.rstrip("/")
 
 
 class SecretRef(Section):
+    """A key of a Kubernetes Secret; also written `SECRET:KEY` (e.g. `hf-token:token`)."""
+
     name: str
     """Name of the Kubernetes Secret."""
     key: str
     """Key inside the Secret."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            name, sep, key = data.partition(":")
+            if not sep:
+                raise ValueError(f"write a secret reference as SECRET:KEY (got {data!r})")
+            return {"name": name, "key": key}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check(DNS_SUBDOMAIN, v, "a Secret name (lowercase, digits, '-', '.')") or v
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return _check(SECRET_KEY, v, "a Secret key (letters, digits, '-', '_', '.')") or v
+
+
+class KubeRayOptions(Section):
+    enabled: bool = False
+    """Render a KubeRay `RayJob` (needs the KubeRay operator) instead of the operator-free
+    Indexed Job."""
+    ray_version: str = "2.60.0"
+    """Ray version in the image (the RayJob's `rayVersion`)."""
 
 
 class KubernetesOptions(Section):
@@ -37,8 +119,8 @@ class KubernetesOptions(Section):
     """Container image with vlaunch and the training stack (see docker/)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Image pull policy."""
-    kuberay: bool = False
-    """Render a KubeRay RayJob instead of the operator-free Indexed Job."""
+    kuberay: KubeRayOptions = Field(default_factory=KubeRayOptions)
+    """KubeRay mode (`k8s.kuberay: true` is short for `k8s.kuberay.enabled: true`)."""
     service_account: str | None = None
     """Service account of the pods."""
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -52,16 +134,49 @@ class KubernetesOptions(Section):
     shm_size: str = "16Gi"
     """Size of the in-memory /dev/shm volume (data-loader workers need it)."""
     cpu: str | None = None
-    """CPU request per pod (default: from the hardware profile)."""
+    """CPU request per pod (default: 90% of the hardware profile's cores per node; on the
+    `cpu` profile, one core per worker process)."""
     memory: str | None = None
-    """Memory request per pod (default: from the hardware profile)."""
+    """Memory request and limit per pod (default: 90% of the hardware profile's host memory;
+    on the `cpu` profile, 4Gi per worker process)."""
     volume: PersistentVolume = Field(default_factory=PersistentVolume)
     """Volume for checkpoints and the model cache."""
     hf_token: SecretRef | None = None
-    """Secret holding the Hugging Face token (exposed as HF_TOKEN)."""
+    """Secret holding the Hugging Face token (exposed as HF_TOKEN), as SECRET:KEY."""
     wandb_api_key: SecretRef | None = None
-    """Secret holding the W&B API key (exposed as WANDB_API_KEY)."""
+    """Secret holding the W&B API key (exposed as WANDB_API_KEY), as SECRET:KEY."""
     backoff_limit: int = Field(default=3, ge=0)
-    """How often Kubernetes retries failed pods before the run is failed."""
+    """How often Kubernetes retries failed pods before the run is failed (exit code 75,
+    interrupted but resumable, and node disruptions are not counted)."""
     ttl_seconds_after_finished: int | None = Field(default=86400, ge=0)
     """Delete finished objects after this many seconds (None keeps them)."""
+    termination_grace_seconds: int = Field(default=300, ge=0)
+    """Seconds a pod gets between SIGTERM and SIGKILL (the trainer checkpoints on SIGTERM)."""
+    head_wait_seconds: int = Field(default=600, ge=1)
+    """How long worker pods wait for the Ray head to come up before they fail."""
+    run_as_user: int = Field(default=1000, ge=1)
+    """Non-root user id of the containers (the image's `vlaunch` user is 1000)."""
+    fs_group: int = Field(default=1000, ge=0)
+    """Group id that owns the mounted volume."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kuberay_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("kuberay"), bool):
+            return {**data, "kuberay": {"enabled": data["kuberay"]}}
+        return data
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        return _check(DNS_LABEL, v, "a namespace name (lowercase RFC 1123 label)") or v
+
+    @field_validator("service_account", "priority_class")
+    @classmethod
+    def _object_names(cls, v: str | None) -> str | None:
+        return _check(DNS_SUBDOMAIN, v, "a Kubernetes object name (lowercase, digits, '-', '.')")
+
+    @field_validator("shm_size", "cpu", "memory", mode="before")
+    @classmethod
+    def _quantities(cls, v: Any) -> Any:
+        return _quantity(v)

@@ -1,0 +1,131 @@
+"""The chart's values for a job: the spec's `k8s:` section in camelCase, plus what the spec and
+its plan say about the run (name, nodes, GPUs, resources, where outputs go in the pods).
+
+`vlaunch k8s --print-values` prints exactly this, so `helm install -f` renders the same
+manifests as `vlaunch k8s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import posixpath
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import UserError
+from launcher.specbase import Section
+
+if TYPE_CHECKING:
+    from launcher.k8s.options import KubernetesOptions
+    from launcher.profiles import World
+    from launcher.spec import JobSpec
+
+logger = logging.getLogger(__name__)
+
+#: Share of a node's cores and host memory that a pod requests by default (the rest is left
+#: to the kubelet, the container runtime and daemon sets).
+NODE_SHARE = 0.9
+#: Memory per worker process on the `cpu` profile.
+CPU_WORKER_MEMORY_GIB = 4
+#: `k8s:` keys that are not chart values: the namespace is the release's.
+NOT_VALUES = ("namespace",)
+
+
+def camel(name: str) -> str:
+    """`ttl_seconds_after_finished` -> `ttlSecondsAfterFinished`."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def section_values(section: Section, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A spec section as chart values: camelCase keys, nested sections as mappings."""
+    out: dict[str, Any] = {}
+    for name in type(section).model_fields:
+        if name in skip:
+            continue
+        value = getattr(section, name)
+        out[camel(name)] = section_values(value) if isinstance(value, Section) else _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def pod_output_dir(spec: JobSpec) -> str:
+    """`output.dir` inside the pods: URIs as they are; a relative path goes under the volume's
+    mount path; an absolute path must already be under it."""
+    out = spec.output.dir
+    mount = spec.k8s.volume.mount_path
+    if "://" in out:
+        return out
+    path = PurePosixPath(posixpath.normpath(posixpath.join(mount, out)))
+    if path != PurePosixPath(mount) and PurePosixPath(mount) not in path.parents:
+        raise UserError(
+            f"output.dir '{out}' is not on the pods' volume (mounted at {mount})",
+            hint=f"use a relative output.dir (it goes under {mount}), a path under {mount}, "
+            "or an object-store URI (s3://..., gs://...)",
+        )
+    return str(path)
+
+
+def default_requests(opts: KubernetesOptions, world: World) -> tuple[str, str]:
+    """CPU and memory requests per pod: the spec's, else derived from the hardware profile."""
+    prof = world.profile
+    if prof.is_gpu:
+        cpu = str(max(1, math.floor(prof.cpus_per_node * NODE_SHARE)))
+        memory = f"{max(1, math.floor(prof.host_memory_gib * NODE_SHARE))}Gi"
+    else:
+        cpu = str(world.gpus_per_node)
+        memory = f"{CPU_WORKER_MEMORY_GIB * world.gpus_per_node}Gi"
+    return opts.cpu or cpu, opts.memory or memory
+
+
+def chart_values(spec: JobSpec, world: World) -> dict[str, Any]:
+    """The finetune-job chart's values for `spec` on `world` (nodes x devices x profile)."""
+    opts = spec.k8s
+    cpu, memory = default_requests(opts, world)
+    values: dict[str, Any] = {
+        "runName": spec.name,
+        "job": spec.to_yaml(),
+        "nodes": world.nodes,
+        "gpusPerNode": world.gpus_per_node if world.profile.is_gpu else 0,
+        "outputDir": pod_output_dir(spec),
+    }
+    values.update(section_values(opts, skip=NOT_VALUES))
+    values["cpu"], values["memory"] = cpu, memory
+    return values
+
+
+def values_yaml(values: dict[str, Any]) -> str:
+    """Values as a YAML document for `helm install -f`; the job spec as a readable block."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(values, Dumper=Dumper, sort_keys=False, allow_unicode=True)
+
+
+def paths_outside_volume(spec: JobSpec) -> list[str]:
+    """Input paths of the spec that are not under the volume's mount path: they must exist in
+    the image (or another mount) at the same place, or the pods cannot read them."""
+    mount = PurePosixPath(spec.k8s.volume.mount_path)
+    paths = list(spec.data.registry) + list(spec.resources.profiles)
+    for entry in spec.data.datasets.values():
+        paths.append(entry.data_path)
+        if entry.media_dir is not None:
+            paths.append(entry.media_dir)
+    if spec.model.name_or_path.startswith("/"):
+        paths.append(spec.model.name_or_path)
+    return [p for p in paths if "://" not in p and mount not in PurePosixPath(p).parents]

