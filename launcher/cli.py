@@ -88,13 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    from rich.console import Console
     from rich.logging import RichHandler
 
     logging.basicConfig(
         level=level,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(show_path=verbose > 0, rich_tracebacks=False, markup=False)],
+        # stderr: stdout carries command output (--json, dry-run scripts).
+        handlers=[RichHandler(console=Console(stderr=True), show_path=verbose > 0,
+                              rich_tracebacks=False, markup=False)],
     )
     for noisy in ("urllib3", "kubernetes", "filelock", "ray", "fsspec", "httpx", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
@@ -136,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vlaunch ... | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 def _print_user_error(e: Exception) -> None:

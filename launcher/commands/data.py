@@ -1,0 +1,352 @@
+"""`vlaunch data check ...` and `vlaunch data synth DIR`.
+
+`data check` takes a job spec (both mixtures), a registry with a mixture, or one dataset file,
+and reports every problem in one pass. Exit status: 0 clean (warnings allowed), 1 when any
+error was found, 2 for a bad invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import UserError
+
+if TYPE_CHECKING:
+    from trainer.data.check import CheckReport, CheckSource, LengthCounter
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    sub.required = True
+    check = sub.add_parser(
+        "check",
+        help="report every problem of a dataset or mixture in one pass",
+        description="Check a job's mixtures (JOB.yaml), a registry mixture (--registry FILE "
+        "--mixture A+B) or one dataset file (DATASET --media-dir DIR). Exit 0 when clean, 1 "
+        "when any error is found.",
+    )
+    check.add_argument(
+        "target",
+        nargs="?",
+        metavar="JOB.yaml|DATASET",
+        help="a job spec, or a dataset file (.json / .jsonl)",
+    )
+    check.add_argument(
+        "--registry",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="registry YAML (repeatable); use with --mixture",
+    )
+    check.add_argument("--mixture", metavar="A+B*2", help="mixture of registry datasets")
+    check.add_argument(
+        "--media-dir",
+        metavar="DIR",
+        help="media root of a single dataset file (default: its folder)",
+    )
+    check.add_argument(
+        "--format",
+        choices=("auto", "vila", "messages"),
+        default="auto",
+        help="format of a single dataset file (default: per sample)",
+    )
+    check.add_argument(
+        "--text-field", default="messages", help="conversation column of a messages dataset file"
+    )
+    check.add_argument(
+        "--image-field", default="images", help="image column of a messages dataset file"
+    )
+    check.add_argument(
+        "--split",
+        choices=("train", "eval", "all"),
+        default="all",
+        help="with JOB.yaml: which mixture to check (default: both)",
+    )
+    check.add_argument(
+        "--decode",
+        action="store_true",
+        help="also decode every image and sample every video (slower)",
+    )
+    check.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        help="count tokens with this model's processor (default: the job's)",
+    )
+    check.add_argument(
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="token limit (default: the job's data.max_length)",
+    )
+    check.add_argument(
+        "--overlength",
+        choices=("truncate_text", "drop", "error"),
+        help="policy for samples over the limit (default: the job's)",
+    )
+    check.add_argument(
+        "--json", action="store_true", help='print {"problems": [...], "summary": {...}} as JSON'
+    )
+    check.add_argument(
+        "--limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help="problems printed per kind (0: all; --json always has all)",
+    )
+    synth = sub.add_parser(
+        "synth",
+        help="write the synthetic shapes dataset (images, mp4 videos, both formats)",
+        description="Write the synthetic shapes dataset the demo and tests use.",
+    )
+    synth.add_argument("dir", metavar="DIR", help="output folder (e.g. examples/data/shapes)")
+    synth.add_argument(
+        "--if-missing", action="store_true", help="do nothing when DIR/meta.json already exists"
+    )
+    synth.add_argument("--train", type=int, default=800, metavar="N", help="training images")
+    synth.add_argument("--eval", type=int, default=200, metavar="M", help="held-out images")
+    synth.add_argument("--video-train", type=int, default=64, metavar="N", help="training videos")
+    synth.add_argument("--video-eval", type=int, default=24, metavar="M", help="held-out videos")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        return _synth(args)
+    return _check(args)
+
+
+# --------------------------------------------------------------------------- synth
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from trainer.data.synth import SynthSizes, synthesize
+
+    for name in ("train", "eval", "video_train", "video_eval"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0")
+    existed = (Path(args.dir) / "meta.json").is_file()
+    sizes = SynthSizes(args.train, args.eval, args.video_train, args.video_eval)
+    meta = synthesize(args.dir, sizes, seed=args.seed, if_missing=args.if_missing)
+    if args.if_missing and existed:
+        print(f"{args.dir}: already there ({meta.name} exists), nothing written")
+    else:
+        print(f"wrote the shapes dataset to {args.dir} (see {meta})")
+    return 0
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _is_job_spec(path: Path) -> bool:
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return False
+    from launcher.spec import read_yaml
+
+    raw = read_yaml(path)
+    return isinstance(raw, dict) and "data" in raw and "model" in raw
+
+
+def _check(args: argparse.Namespace) -> int:
+    # Libraries imported on the way (DeepSpeed via accelerate) print to stdout: keep stdout for
+    # the report (and parseable with --json).
+    with contextlib.redirect_stdout(sys.stderr):
+        report = _run_check(args)
+    if args.json:
+        from launcher.commands.common import print_json
+
+        print_json(report.to_json())
+    else:
+        _print_report(report, args.limit)
+    return 0 if report.ok else 1
+
+
+def _run_check(args: argparse.Namespace) -> CheckReport:
+    from trainer.data.check import CheckOptions
+
+    sources, data, model = _sources(args)
+    max_length = (
+        args.max_length
+        if args.max_length is not None
+        else (data.max_length if data is not None else None)
+    )
+    overlength = args.overlength or (data.overlength if data is not None else "truncate_text")
+    model = args.model or model
+    processor_family = _processor(model) if model else None
+    family = processor_family[1] if processor_family else None
+    options = CheckOptions(
+        decode=args.decode,
+        max_pixels=data.image.max_pixels if data else CheckOptions.max_pixels,
+        max_length=max_length if model else None,
+        overlength=overlength,
+        num_frames=data.video.num_frames if data else CheckOptions.num_frames,
+        fps=data.video.fps if data else None,
+        max_frames=data.video.max_frames if data else CheckOptions.max_frames,
+        system_prompt=data.system_prompt if data else None,
+        videos_supported=family is None or family.supports_video or family.supports_multi_image,
+        max_images=None if family is None or family.supports_multi_image else 1,
+    )
+    if max_length is not None and not model:
+        logger.info("no model given: token lengths are not checked (use --model)")
+    counter = None
+    if processor_family is not None and model is not None:
+        from trainer.data.lengths import TokenCounter
+
+        counter = TokenCounter(
+            processor_family[0], model, options.system_prompt, options.max_images
+        )
+    return _with_progress(sources, options, counter, quiet=args.json)
+
+
+def _sources(args: argparse.Namespace) -> tuple[list[CheckSource], Any, str | None]:
+    """The files to check, the job's data options (or None) and its model (or None)."""
+    from trainer.data.check import CheckSource, sources_from_mixture
+    from trainer.data.mixture import resolve_mixture, resolve_registry_mixture
+
+    if args.registry or args.mixture:
+        if not (args.registry and args.mixture):
+            raise UserError(
+                "--registry and --mixture go together",
+                hint="e.g. vlaunch data check --registry reg.yaml --mixture A+B*2",
+            )
+        if args.target:
+            raise UserError("give either a target file or --registry/--mixture, not both")
+        return (
+            sources_from_mixture(resolve_registry_mixture(args.registry, args.mixture)),
+            None,
+            None,
+        )
+    if not args.target:
+        raise UserError(
+            "nothing to check",
+            hint="vlaunch data check JOB.yaml | DATASET.json "
+            "[--media-dir DIR] | --registry FILE --mixture A+B",
+        )
+    target = Path(args.target)
+    if not target.is_file():
+        raise UserError(f"{target}: no such file")
+    if _is_job_spec(target):
+        from launcher.spec import load_spec
+
+        spec = load_spec(target)
+        items = []
+        if args.split in ("train", "all"):
+            items += resolve_mixture(spec, "train")
+        if args.split in ("eval", "all") and spec.data.eval_mixture:
+            items += resolve_mixture(spec, "eval")
+        return sources_from_mixture(items), spec.data, spec.model.name_or_path
+    if target.suffix.lower() in (".yaml", ".yml"):
+        raise UserError(
+            f"{target} is not a job spec (no model: and data: keys)",
+            hint=f"for a dataset registry: vlaunch data check --registry {target} --mixture "
+            "NAME+NAME",
+        )
+    media = Path(args.media_dir) if args.media_dir else target.parent
+    if not media.is_dir():
+        raise UserError(f"--media-dir {media}: no such folder")
+    return (
+        [CheckSource(target.name, target, media, args.format, args.text_field, args.image_field)],
+        None,
+        None,
+    )
+
+
+def _processor(model: str) -> tuple[Any, Any]:
+    from trainer.data.processors import load_processor
+
+    return load_processor(model)
+
+
+def _with_progress(
+    sources: list[CheckSource], options: Any, counter: LengthCounter | None, quiet: bool
+) -> CheckReport:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from trainer.data.check import check_sources
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return check_sources(sources, options, counter)
+    total = sum(s.data_path.stat().st_size for s in sources if s.data_path.is_file())
+    with Progress(
+        TextColumn("checking"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("check", total=total)
+        return check_sources(sources, options, counter, progress=lambda n: bar.advance(task, n))
+
+
+def _print_report(report: CheckReport, limit: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from trainer.data.problems import KINDS
+
+    out = Console(highlight=False, soft_wrap=True)
+    by_kind: dict[str, list[Any]] = {}
+    for p in report.problems:
+        by_kind.setdefault(p.kind, []).append(p)
+    for kind in sorted(by_kind, key=lambda k: list(KINDS).index(k) if k in KINDS else 99):
+        items = by_kind[kind]
+        sev = "warning" if all(p.severity == "warning" for p in items) else "error"
+        colour = "yellow" if sev == "warning" else "red"
+        out.print(f"[bold {colour}]{KINDS.get(kind, kind)}[/] ({kind}, {len(items)})")
+        shown = items if limit <= 0 else items[:limit]
+        for p in shown:
+            out.print(f"  {p.render()}", markup=False)
+        if len(shown) < len(items):
+            out.print(f"  ... and {len(items) - len(shown)} more (--limit 0 or --json for all)")
+    s = report.summary()
+    table = Table(title="data check", show_header=True)
+    table.add_column("dataset")
+    table.add_column("file")
+    for col in ("x", "samples", "images", "videos", "problems"):
+        table.add_column(col, justify="right")
+    for d in report.datasets:
+        table.add_row(
+            d.name,
+            _short(d.file),
+            str(d.repeat),
+            str(d.samples),
+            str(d.images),
+            str(d.videos),
+            str(d.problems),
+        )
+    out.print(table)
+    tok = s["tokens"]
+    if tok:
+        out.print(
+            f"tokens ({tok['model']}): p50 {tok['p50']}, p90 {tok['p90']}, "
+            f"p99 {tok['p99']}, max {tok['max']} (max_length {s['max_length']}, "
+            f"overlength: {s['overlength']}: {s['would_truncate']} would be truncated, "
+            f"{s['would_drop']} dropped)"
+        )
+    else:
+        out.print("tokens: not counted (give --model, or check a JOB.yaml)")
+    verdict = "[bold green]OK[/]" if report.ok else "[bold red]FAILED[/]"
+    out.print(
+        f"{verdict}: {s['samples']} samples, {s['images']} images, {s['videos']} videos, "
+        f"{s['errors']} errors in {s['samples_with_errors']} samples, "
+        f"{s['warnings']} warnings ({s['seconds']} s"
+        f"{', media decoded' if s['decoded'] else ', media headers only'})"
+    )
+    sys.stdout.flush()
+
+
+def _short(path: str) -> str:
+    """A path relative to the current folder when it lies under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path

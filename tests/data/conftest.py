@@ -1,0 +1,49 @@
+"""Fixtures of the data tests: the synthetic shapes dataset and tiny processors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic shapes dataset (images, mp4 videos, both formats)."""
+    from trainer.data.synth import SynthSizes, synthesize
+
+    folder = tmp_path_factory.mktemp("shapes")
+    synthesize(folder, SynthSizes(train=24, eval=8, video_train=8, video_eval=4), seed=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private cache of tiny model folders (not the shared ~/.cache/vlaunch)."""
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tiny_root: Path) -> Callable[[str], Path]:
+    """`tiny_path(family)`: the folder of the tiny model of a family."""
+    from trainer.models.loading import tiny_model_path
+
+    return lambda family: tiny_model_path(family, root=tiny_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_path: Callable[[str], Path]) -> Callable[[str], Any]:
+    """`tiny_processor(family)`: (processor, Family) of the tiny model of a family."""
+    from trainer.models.families import get_family
+    from trainer.models.processors import load_processor
+
+    cache: dict[str, Any] = {}
+
+    def get(family: str) -> Any:
+        if family not in cache:
+            cache[family] = (load_processor(tiny_path(family)), get_family(family))
+        return cache[family]
+
+    return get

@@ -1,0 +1,351 @@
+"""Encoding with real (tiny) processors: labels token by token, overlength policies, lengths.
+
+The tiny models use a byte-level tokenizer without merges, so a text tokenises piece by piece
+exactly as it does whole: the expected ids and labels below are built from hand-written pieces
+of the chat format, independently of the code under test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from launcher.errors import UserError
+from trainer.data.check import LengthQuery
+from trainer.data.encode import IGNORE_INDEX, SampleEncoder
+from trainer.data.formats import Sample, parse_sample
+from trainer.data.lengths import TokenCounter
+
+IMAGE = Image.new("RGB", (48, 40), (200, 30, 30))
+
+
+def sample(record: dict[str, Any]) -> Sample:
+    s, problems = parse_sample(record, source="d.json", index=4)
+    assert s is not None and problems == []
+    return s
+
+
+TWO_TURNS = sample(
+    {
+        "image": "a.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour is it?"},
+            {"from": "gpt", "value": "red"},
+            {"from": "human", "value": "And the shape?"},
+            {"from": "gpt", "value": "a circle"},
+        ],
+    }
+)
+
+
+def expected(tokenizer: Any, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
+    """Ids and labels from (text, is_answer) pieces, tokenised one by one."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, answer in pieces:
+        part = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += part
+        labels += part if answer else [IGNORE_INDEX] * len(part)
+    return ids, labels
+
+
+def encode(proc: Any, s: Sample, images: list[Any] | None = None, **kw: Any) -> Any:
+    processor, family = proc
+    enc = SampleEncoder(processor, family, max_length=kw.pop("max_length", 4096), **kw)
+    return enc, enc.encode(s, [IMAGE] if images is None else images)
+
+
+def test_llava_labels_token_by_token(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("llava")
+    _, e = encode(proc, TWO_TURNS)
+    tok = proc[0].tokenizer
+    ids, labels = expected(
+        tok,
+        [
+            ("<s>", False),
+            ("USER: " + "<image>" * 16 + "\nWhat colour is it? ASSISTANT:", False),
+            (" red</s>", True),  # the space after "ASSISTANT:" and the end of turn are learnt
+            (" USER: And the shape? ASSISTANT:", False),
+            (" a circle</s>", True),
+            (" ", False),
+        ],
+    )
+    assert e.tensors["input_ids"][0].tolist() == ids
+    assert e.tensors["labels"][0].tolist() == labels
+    assert e.tensors["pixel_values"].shape == (1, 3, 32, 32)
+
+
+def test_qwen2_vl_labels_token_by_token(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("qwen2_vl")
+    _, e = encode(proc, TWO_TURNS)
+    tok = proc[0].tokenizer
+    t, h, w = e.tensors["image_grid_thw"][0].tolist()
+    n_image = t * h * w // 4  # merge_size 2 x 2
+    ids, labels = expected(
+        tok,
+        [
+            (
+                "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                "<|vision_start|>" + "<|image_pad|>" * n_image + "<|vision_end|>What colour is it?"
+                "<|im_end|>\n<|im_start|>assistant\n",
+                False,
+            ),
+            ("red<|im_end|>", True),
+            ("\n<|im_start|>user\nAnd the shape?<|im_end|>\n<|im_start|>assistant\n", False),
+            ("a circle<|im_end|>", True),
+            ("\n", False),
+        ],
+    )
+    assert e.tensors["input_ids"][0].tolist() == ids
+    assert e.tensors["labels"][0].tolist() == labels
+
+
+@pytest.mark.parametrize(
+    ("family", "before", "answers", "after"),
+    [
+        ("idefics3", "Assistant:", [" red<end_of_utterance>", " a circle<end_of_utterance>"], "\n"),
+        (
+            "mllama",
+            "<|start_header_id|>assistant<|end_header_id|>\n\n",
+            ["red<|eot_id|>", "a circle<|eot_id|>"],
+            "<|start_header_id|>",
+        ),
+        ("llava_next", " ASSISTANT:", [" red</s>", " a circle</s>"], " "),
+        ("paligemma", "?\n", ["red<eos>", "a circle<eos>"], ""),
+    ],
+)
+def test_labels_cover_exactly_the_answers(
+    tiny_processor: Callable[[str], Any], family: str, before: str, answers: list[str], after: str
+) -> None:
+    proc = tiny_processor(family)
+    _, e = encode(proc, TWO_TURNS)
+    tok = proc[0].tokenizer
+    ids = e.tensors["input_ids"][0].tolist()
+    labels = e.tensors["labels"][0].tolist()
+    runs: list[tuple[int, int]] = []
+    for i, lab in enumerate(labels):
+        if lab != IGNORE_INDEX:
+            assert lab == ids[i]
+            if runs and runs[-1][1] == i:
+                runs[-1] = (runs[-1][0], i + 1)
+            else:
+                runs.append((i, i + 1))
+    assert [tok.decode(ids[a:b]) for a, b in runs] == answers
+    head = tok(before, add_special_tokens=False)["input_ids"]
+    tail = tok(after, add_special_tokens=False)["input_ids"]
+    for a, b in runs:
+        assert ids[a - len(head) : a] == head
+        assert ids[b : b + len(tail)] == tail or b == len(ids)
+    if family == "paligemma":  # prefix-LM: the answer part is the causal "suffix"
+        tt = e.tensors["token_type_ids"][0].tolist()
+        assert tt == [0] * runs[0][0] + [1] * (len(ids) - runs[0][0])
+
+
+def test_system_prompts(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("qwen2_vl")
+    tok = proc[0].tokenizer
+    s = sample(
+        {
+            "image": "a.png",
+            "system_prompt": "Be brief.",
+            "conversations": [
+                {"from": "human", "value": "<image>q"},
+                {"from": "gpt", "value": "a"},
+            ],
+        }
+    )
+    _, e = encode(proc, s, system_prompt="Default.")
+    text = tok.decode(e.tensors["input_ids"][0])
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    _, e = encode(proc, TWO_TURNS, system_prompt="Default.")
+    assert tok.decode(e.tensors["input_ids"][0]).startswith("<|im_start|>system\nDefault.")
+
+
+def test_single_image_family_leaves_extra_images_out(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("llava")
+    s = sample(
+        {
+            "image": ["a.png", "b.png"],
+            "conversations": [
+                {"from": "human", "value": "<image> and <image>: same?"},
+                {"from": "gpt", "value": "no"},
+            ],
+        }
+    )
+    enc, e = encode(proc, s, [IMAGE, IMAGE])
+    assert e.tensors["pixel_values"].shape[0] == 1
+    assert (
+        e.tensors["input_ids"][0].tolist().count(proc[0].tokenizer.convert_tokens_to_ids("<image>"))
+        == 16
+    )
+    assert enc.stats.images_left_out == 1
+
+
+def test_video_frames_go_through_the_image_processor(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("qwen2_vl")
+    s = sample(
+        {
+            "video": "v.mp4",
+            "conversations": [
+                {"from": "human", "value": "<video>\nWhich way?"},
+                {"from": "gpt", "value": "left"},
+            ],
+        }
+    )
+    frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    enc = SampleEncoder(proc[0], proc[1], max_length=4096)
+    e = enc.encode(s, [], [frames])
+    assert e is not None
+    assert e.tensors["image_grid_thw"].shape[0] == 4  # one image per sampled frame
+    text = proc[0].tokenizer.decode(e.tensors["input_ids"][0])
+    assert text.count("<|vision_start|>") == 4
+
+
+THREE_TURNS = sample(
+    {
+        "image": "a.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\nColour?"},
+            {"from": "gpt", "value": "red"},
+            {"from": "human", "value": "Shape?"},
+            {"from": "gpt", "value": "circle"},
+            {"from": "human", "value": "Size?"},
+            {"from": "gpt", "value": "small " * 20},
+        ],
+    }
+)
+
+
+def test_truncate_cuts_whole_trailing_turns(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("llava")
+    _, full = encode(proc, THREE_TURNS)
+    _, two = encode(proc, THREE_TURNS.with_turns(THREE_TURNS.turns[:4]))
+    enc, cut = encode(proc, THREE_TURNS, max_length=two.length + 5)
+    assert full.length > two.length + 5
+    assert cut.overlength == "truncated_turns"
+    assert cut.tensors["input_ids"].tolist() == two.tensors["input_ids"].tolist()
+    assert cut.tensors["labels"].tolist() == two.tensors["labels"].tolist()
+    assert enc.stats.truncated_turns == 1 and enc.stats.dropped == 0
+
+
+def test_truncate_cuts_answer_text_but_never_media(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("llava")
+    image_id = proc[0].tokenizer.convert_tokens_to_ids("<image>")
+    s = sample(
+        {
+            "image": "a.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nDescribe."},
+                {"from": "gpt", "value": "x" * 300},
+            ],
+        }
+    )
+    _, full = encode(proc, s)
+    limit = full.answer_start + 10
+    enc, cut = encode(proc, s, max_length=limit)
+    assert cut.overlength == "truncated_text" and cut.length == limit
+    assert cut.tensors["input_ids"][0].tolist().count(image_id) == 16
+    assert int((cut.tensors["labels"] != IGNORE_INDEX).sum()) == 10
+    assert enc.stats.truncated_text == 1
+    # Under the media tokens nothing can be kept: dropped.
+    enc, none = encode(proc, s, max_length=full.media_end - 1)
+    assert none is None and enc.stats.dropped == 1
+
+
+def test_truncate_removes_the_media_of_cut_turns(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("qwen2_vl")
+    s = sample(
+        {
+            "image": ["a.png", "b.png"],
+            "conversations": [
+                {"from": "human", "value": "<image>\nColour?"},
+                {"from": "gpt", "value": "red"},
+                {"from": "human", "value": "<image>\nAnd this one?"},
+                {"from": "gpt", "value": "blue"},
+            ],
+        }
+    )
+    _, first = encode(proc, s.with_turns(s.turns[:2]), [IMAGE])
+    _, cut = encode(proc, s, [IMAGE, IMAGE], max_length=first.length + 3)
+    assert cut.overlength == "truncated_turns"
+    assert cut.tensors["image_grid_thw"].shape[0] == 1
+    assert cut.tensors["input_ids"].tolist() == first.tensors["input_ids"].tolist()
+
+
+def test_drop_and_error_policies(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("llava")
+    enc, e = encode(proc, THREE_TURNS, max_length=40, overlength="drop")
+    assert e is None and enc.stats.dropped == 1
+    with pytest.raises(UserError, match=r"d\.json sample 4: \d+ tokens > data.max_length=40"):
+        encode(proc, THREE_TURNS, max_length=40, overlength="error")
+
+
+def test_prompt_for_generation(tiny_processor: Callable[[str], Any]) -> None:
+    proc = tiny_processor("llava")
+    enc = SampleEncoder(proc[0], proc[1], max_length=4096)
+    inputs, answer = enc.encode_prompt(TWO_TURNS, [IMAGE])
+    assert answer == "a circle"
+    text = proc[0].tokenizer.decode(inputs["input_ids"][0])
+    assert text.endswith("USER: And the shape? ASSISTANT:")
+    assert "labels" not in inputs
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3", "mllama", "llava_next"])
+def test_token_counter_matches_the_encoder(
+    tiny_processor: Callable[[str], Any], family: str
+) -> None:
+    processor, fam = tiny_processor(family)
+    max_images = None if fam.supports_multi_image else 1
+    counter = TokenCounter(processor, family, max_images=max_images)
+    enc = SampleEncoder(processor, fam, max_length=100_000)
+    sizes = [(48, 40), (20, 64), (90, 30)]
+    samples = [
+        THREE_TURNS,
+        TWO_TURNS,
+        sample(
+            {
+                "image": "a.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>q"},
+                    {"from": "gpt", "value": "a"},
+                ],
+            }
+        ),
+    ]
+    queries = [LengthQuery(s, [size], []) for s, size in zip(samples, sizes, strict=True)]
+    counts = counter.count(queries, max_length=None)
+    for s, size, n in zip(samples, sizes, counts, strict=True):
+        e = enc.encode(s, [Image.new("RGB", size)])
+        assert e is not None
+        assert n.tokens == e.length, (family, size)
+    # `shortest` (what truncation must keep) is the first exchange up to its first answer token.
+    first = enc.encode(THREE_TURNS.with_turns(THREE_TURNS.turns[:2]), [Image.new("RGB", sizes[0])])
+    assert first is not None
+    (n,) = counter.count(queries[:1], max_length=10)
+    assert n.shortest == first.answer_start + 1
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])
+def test_cached_rendering_equals_rendering(
+    tiny_processor: Callable[[str], Any], family: str
+) -> None:
+    from trainer.data.chat import ChatFormat
+
+    chat = ChatFormat(tiny_processor(family)[0])
+    for i in range(70):  # one shape, many texts: cached after the first, re-verified at 64
+        s = sample(
+            {
+                "image": "a.png",
+                "conversations": [
+                    {"from": "human", "value": f"<image>\nquestion {i} {'x' * i}"},
+                    {"from": "gpt", "value": f"answer {i}"},
+                ],
+            }
+        )
+        msgs = chat.messages(s)
+        assert chat.render_cached(msgs) == chat.render(msgs)
+        assert chat.render_cached(msgs, True) == chat.render(msgs, True)

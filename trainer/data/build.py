@@ -1,0 +1,235 @@
+"""What the trainer calls: a job spec and a processor in, dataset + sampler + collator out.
+
+    data = build_train_data(spec, processor, family, rank=r, world_size=w, micro_batch_size=m)
+    data.sampler.start_at(global_step)          # resume exactly mid-epoch (any world size)
+    for batch in data.loader(num_workers=2):    # a `collate.Batch`
+        out = model(**batch.to(device).inputs, use_cache=False)
+
+Both builders index the whole mixture first and raise one `ProblemReport` if any sample is
+malformed, names a missing media file or escapes its media root.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from launcher.errors import Problem, ProblemReport
+from trainer.data.collate import Collator, check_packing
+from trainer.data.dataset import MediaOptions, MixtureDataset, MixturePart, index_dataset
+from trainer.data.encode import SampleEncoder
+from trainer.data.mixture import resolve_mixture
+from trainer.data.problems import KINDS, DataProblem
+from trainer.data.sampler import EvalBatchSampler, GlobalBatchSampler
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from launcher.spec import JobSpec
+    from trainer.models.families import Family
+
+logger = logging.getLogger(__name__)
+
+SHOWN_PROBLEMS = 20
+
+
+def _loader(
+    dataset: Any,
+    sampler: Any,
+    collator: Any,
+    num_workers: int,
+    prefetch_factor: int | None,
+    pin_memory: bool,
+) -> DataLoader:
+    from torch.utils.data import DataLoader
+
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        extra = {"prefetch_factor": prefetch_factor or 2, "persistent_workers": False}
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        **extra,
+    )
+
+
+class TrainData(NamedTuple):
+    dataset: MixtureDataset
+    sampler: GlobalBatchSampler
+    collator: Collator
+
+    def loader(
+        self, num_workers: int = 0, prefetch_factor: int | None = None, pin_memory: bool = False
+    ) -> DataLoader:
+        """A DataLoader over this rank's micro-batches from the sampler's position."""
+        return _loader(
+            self.dataset, self.sampler, self.collator, num_workers, prefetch_factor, pin_memory
+        )
+
+
+class EvalData(NamedTuple):
+    dataset: MixtureDataset
+    sampler: EvalBatchSampler
+    collator: Collator
+
+    def loader(
+        self, num_workers: int = 0, prefetch_factor: int | None = None, pin_memory: bool = False
+    ) -> DataLoader:
+        return _loader(
+            self.dataset, self.sampler, self.collator, num_workers, prefetch_factor, pin_memory
+        )
+
+
+def build_mixture(
+    spec: JobSpec,
+    split: Literal["train", "eval"],
+    processor: Any,
+    family: Family | None,
+    *,
+    check_media: bool = True,
+) -> MixtureDataset:
+    """Index the mixture and wrap it with the job's encoder; all problems raised at once."""
+    d = spec.data
+    parts: list[MixturePart] = []
+    problems: list[DataProblem] = []
+    indexed: dict[str, Any] = {}
+    for item in resolve_mixture(spec, split):
+        name = item.dataset.name
+        if name not in indexed:
+            indexed[name] = index_dataset(item.dataset, check_media=check_media)
+            problems += indexed[name][1]
+        parts.append(MixturePart(item.dataset, indexed[name][0], item.repeat))
+    problems += _family_problems(parts, family)
+    if problems:
+        raise _report(split, problems)
+    encoder = SampleEncoder(
+        processor,
+        family,
+        max_length=d.max_length,
+        overlength=d.overlength,
+        system_prompt=d.system_prompt,
+    )
+    dataset = MixtureDataset(
+        parts, encoder, MediaOptions.from_spec(d, processor), substitute_dropped=split == "train"
+    )
+    logger.info("%s mixture: %d samples from %d dataset(s)", split, len(dataset), len(parts))
+    return dataset
+
+
+def _family_problems(parts: list[MixturePart], family: Family | None) -> list[DataProblem]:
+    out: list[DataProblem] = []
+    if family is None:
+        return out
+    for p in parts:
+        if p.index.videos and not (family.supports_video or family.supports_multi_image):
+            out.append(
+                DataProblem(
+                    "invalid_sample",
+                    p.index.path,
+                    -1,
+                    f"{p.index.videos} video(s), but the {family.name} family takes neither videos "
+                    "nor several images (video frames)",
+                )
+            )
+        elif not family.supports_multi_image and p.index.images > len(p.index):
+            logger.warning(
+                "%s: the %s family takes one image per sample; extra images are left out",
+                p.index.path,
+                family.name,
+            )
+    return out
+
+
+def _report(split: str, problems: list[DataProblem]) -> ProblemReport:
+    shown = [
+        Problem(
+            p.file if p.index < 0 else f"{p.file} sample {p.index}",
+            f"{KINDS.get(p.kind, p.kind)}: {p.message}",
+        )
+        for p in problems[:SHOWN_PROBLEMS]
+    ]
+    if len(problems) > SHOWN_PROBLEMS:
+        shown.append(Problem("", f"... and {len(problems) - SHOWN_PROBLEMS} more"))
+    return ProblemReport(
+        title=f"the {split} data has problems (`vlaunch data check JOB.yaml` lists them all)",
+        problems=shown,
+    )
+
+
+def build_train_data(
+    spec: JobSpec,
+    processor: Any,
+    family: Family | None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    micro_batch_size: int,
+    global_batch_size: int | None = None,
+) -> TrainData:
+    """The training mixture, this rank's resumable sampler and the collator."""
+    d = spec.data
+    if d.packing:
+        check_packing(family)
+    dataset = build_mixture(spec, "train", processor, family)
+    sampler = GlobalBatchSampler(
+        len(dataset),
+        global_batch_size=global_batch_size or spec.train.global_batch_size,
+        micro_batch_size=micro_batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=spec.train.seed,
+        shuffle=d.shuffle,
+        group_by_length=d.group_by_length,
+        lengths=dataset.lengths() if d.group_by_length else None,
+    )
+    return TrainData(dataset, sampler, _collator(processor, family, d.packing))
+
+
+def build_eval_data(
+    spec: JobSpec,
+    processor: Any,
+    family: Family | None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    micro_batch_size: int,
+) -> EvalData:
+    """The eval mixture in order, sharded across ranks without repeats (never packed)."""
+    dataset = build_mixture(spec, "eval", processor, family)
+    sampler = EvalBatchSampler(
+        len(dataset), micro_batch_size=micro_batch_size, rank=rank, world_size=world_size
+    )
+    return EvalData(dataset, sampler, _collator(processor, family, packing=False))
+
+
+def _collator(processor: Any, family: Family | None, packing: bool) -> Collator:
+    tok = getattr(processor, "tokenizer", processor)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return Collator(int(pad), family, packing=packing)
+
+
+@dataclass
+class GenerationPrompt:
+    """Inputs to generate one sample's last answer, and that reference answer."""
+
+    inputs: dict[str, torch.Tensor]
+    answer: str
+    source: str
+    index: int
+
+
+def generation_prompts(
+    dataset: MixtureDataset, positions: Iterable[int]
+) -> Iterator[GenerationPrompt]:
+    """Prompts for exact-match evaluation (e.g. `positions = data.sampler.indices`)."""
+    for i in positions:
+        sample = dataset.sample(i)
+        images, videos = dataset.load_media(i, sample)
+        inputs, answer = dataset.encoder.encode_prompt(sample, images, videos)
+        yield GenerationPrompt(inputs, answer, sample.source, sample.index)

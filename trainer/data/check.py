@@ -1,0 +1,356 @@
+"""`vlaunch data check`: every problem of a dataset or mixture, in one streaming pass.
+
+Each sample is parsed, its media paths are resolved under the media root and opened far
+enough to read their headers (`decode=True` decodes every image and samples every video),
+ids are checked for duplicates within a file, and, when a token counter is given (the job's
+model processor), its token length is compared with `data.max_length`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from trainer.data.formats import Format, Sample, iter_samples
+from trainer.data.media import (
+    MediaError,
+    MediaRoot,
+    VideoInfo,
+    frame_count,
+    load_image,
+    load_video,
+    probe_image,
+    probe_video,
+)
+from trainer.data.mixture import MixtureItem
+from trainer.data.problems import DataProblem
+
+COUNT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class CheckSource:
+    """One dataset file to check, with its media root and format options."""
+
+    name: str
+    data_path: Path
+    media_root: Path
+    fmt: Format = "auto"
+    text_field: str = "messages"
+    image_field: str = "images"
+    num_frames: int | None = None
+    repeat: int = 1
+
+
+def sources_from_mixture(items: Sequence[MixtureItem]) -> list[CheckSource]:
+    """One source per distinct dataset of a mixture (repeats summed, each file read once)."""
+    out: dict[str, CheckSource] = {}
+    for item in items:
+        ds, e = item.dataset, item.dataset.entry
+        if ds.name in out:
+            prev = out[ds.name]
+            out[ds.name] = replace(prev, repeat=prev.repeat + item.repeat)
+            continue
+        out[ds.name] = CheckSource(
+            ds.name,
+            ds.data_path,
+            ds.media_dir,
+            e.format,
+            e.text_field,
+            e.image_field,
+            e.num_frames,
+            item.repeat,
+        )
+    return list(out.values())
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    decode: bool = False
+    max_pixels: int = 89_478_485
+    max_length: int | None = None
+    overlength: str = "truncate_text"
+    num_frames: int = 8
+    fps: float | None = None
+    max_frames: int = 64
+    system_prompt: str | None = None
+    videos_supported: bool = True
+    """False when the model family takes neither videos nor several images (video frames)."""
+    max_images: int | None = None
+    """Images per sample the model family takes (None: any number)."""
+
+
+@dataclass(frozen=True)
+class LengthQuery:
+    """What a token counter needs: the sample and the sizes of its media."""
+
+    sample: Sample
+    image_sizes: list[tuple[int, int]]
+    videos: list[tuple[int, int, int]]
+    """(frames sampled, width, height) per video."""
+
+
+@dataclass(frozen=True)
+class LengthCount:
+    tokens: int
+    shortest: int | None = None
+    """Tokens that truncation must keep (the first exchange up to the answer's first token);
+    only computed for samples over the limit."""
+
+
+class LengthCounter(Protocol):
+    """Counts the tokens of samples as the model's processor would (`trainer.data.lengths`)."""
+
+    name: str
+
+    def count(
+        self, queries: Sequence[LengthQuery], max_length: int | None
+    ) -> list[LengthCount]: ...
+
+
+@dataclass
+class DatasetStats:
+    name: str
+    file: str
+    repeat: int
+    samples: int = 0
+    images: int = 0
+    videos: int = 0
+    problems: int = 0
+
+
+@dataclass
+class CheckReport:
+    problems: list[DataProblem] = field(default_factory=list)
+    datasets: list[DatasetStats] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    model: str | None = None
+    options: CheckOptions = field(default_factory=CheckOptions)
+    would_truncate: int = 0
+    would_drop: int = 0
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> list[DataProblem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> dict[str, Any]:
+        by_kind: dict[str, int] = {}
+        for p in self.problems:
+            by_kind[p.kind] = by_kind.get(p.kind, 0) + 1
+        bad = {(p.file, p.index) for p in self.errors if p.index >= 0}
+        tokens = None
+        if self.lengths:
+            ordered = sorted(self.lengths)
+            tokens = {
+                "counted": len(ordered),
+                "model": self.model,
+                **{f"p{q}": percentile(ordered, q) for q in (50, 90, 99)},
+                "max": ordered[-1],
+            }
+        return {
+            "samples": sum(d.samples for d in self.datasets),
+            "samples_in_mixture": sum(d.samples * d.repeat for d in self.datasets),
+            "images": sum(d.images for d in self.datasets),
+            "videos": sum(d.videos for d in self.datasets),
+            "samples_with_errors": len(bad),
+            "errors": len(self.errors),
+            "warnings": len(self.problems) - len(self.errors),
+            "problems_by_kind": by_kind,
+            "tokens": tokens,
+            "max_length": self.options.max_length,
+            "overlength": self.options.overlength,
+            "would_truncate": self.would_truncate,
+            "would_drop": self.would_drop,
+            "decoded": self.options.decode,
+            "datasets": [d.__dict__ for d in self.datasets],
+            "seconds": round(self.seconds, 2),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {"problems": [p.to_json() for p in self.problems], "summary": self.summary()}
+
+
+def percentile(ordered: Sequence[int], q: float) -> int:
+    """Nearest-rank percentile of sorted values."""
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return int(ordered[k])
+
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes of the current file just read."""
+
+
+def check_sources(
+    sources: Sequence[CheckSource],
+    options: CheckOptions,
+    counter: LengthCounter | None = None,
+    progress: Progress | None = None,
+) -> CheckReport:
+    """Check every sample of every source; never raises on bad data."""
+    start = time.perf_counter()
+    report = CheckReport(model=counter.name if counter else None, options=options)
+    for src in sources:
+        stats = DatasetStats(src.name, str(src.data_path), src.repeat)
+        report.datasets.append(stats)
+        before = len(report.problems)
+        _check_file(src, options, counter, report, stats, progress)
+        stats.problems = len(report.problems) - before
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _check_file(
+    src: CheckSource,
+    options: CheckOptions,
+    counter: LengthCounter | None,
+    report: CheckReport,
+    stats: DatasetStats,
+    progress: Progress | None,
+) -> None:
+    file = str(src.data_path)
+    if not src.data_path.is_file():
+        report.problems.append(
+            DataProblem("missing_file", file, -1, f"dataset file of '{src.name}' not found")
+        )
+        return
+    root = MediaRoot(src.media_root)
+    seen: dict[str, int] = {}
+    pending: list[LengthQuery] = []
+    done = 0
+    for rec in iter_samples(
+        file, fmt=src.fmt, text_field=src.text_field, image_field=src.image_field
+    ):
+        stats.samples += 1
+        report.problems += rec.problems
+        if progress is not None:
+            progress(rec.offset + rec.length - done)
+            done = rec.offset + rec.length
+        sample = rec.sample
+        if sample is None:
+            continue
+        stats.images += len(sample.images)
+        stats.videos += len(sample.videos)
+        problems = list(rec.problems)
+        if sample.id is not None:
+            if sample.id in seen:
+                problems.append(
+                    DataProblem(
+                        "duplicate_id",
+                        file,
+                        rec.index,
+                        f"id '{sample.id}' is also sample {seen[sample.id]}",
+                    )
+                )
+            else:
+                seen[sample.id] = rec.index
+        sizes, videos = _check_media(sample, src, root, options, problems)
+        problems += _model_problems(sample, options)
+        report.problems += problems[len(rec.problems) :]
+        if counter is not None and not any(p.severity == "error" for p in problems):
+            pending.append(LengthQuery(sample, sizes, videos))
+            if len(pending) >= COUNT_BATCH:
+                _count(pending, counter, options, report)
+                pending = []
+    if pending and counter is not None:
+        _count(pending, counter, options, report)
+
+
+def _check_media(
+    sample: Sample,
+    src: CheckSource,
+    root: MediaRoot,
+    options: CheckOptions,
+    problems: list[DataProblem],
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+    sizes: list[tuple[int, int]] = []
+    videos: list[tuple[int, int, int]] = []
+    file, index = str(src.data_path), sample.index
+    for k, name in enumerate(sample.images):
+        try:
+            path = root.resolve(name)
+            if options.decode:
+                sizes.append(load_image(path, options.max_pixels).size)
+            else:
+                sizes.append(probe_image(path, options.max_pixels))
+        except MediaError as e:
+            problems.append(DataProblem(e.kind, file, index, f"image {k} '{name}': {e.detail}"))
+    n_frames = sample.num_frames or src.num_frames or options.num_frames
+    fps = None if (sample.num_frames or src.num_frames) else options.fps
+    for k, name in enumerate(sample.videos):
+        try:
+            path = root.resolve(name)
+            info = probe_video(path)
+            n = frame_count(info, n_frames, fps, options.max_frames)
+            if options.decode:
+                frames = load_video(path, n_frames, fps, options.max_frames)
+                info = VideoInfo(frames.shape[2], frames.shape[1], info.duration, info.frames)
+            videos.append((n, info.width, info.height))
+        except MediaError as e:
+            problems.append(DataProblem(e.kind, file, index, f"video {k} '{name}': {e.detail}"))
+    return sizes, videos
+
+
+def _model_problems(sample: Sample, options: CheckOptions) -> list[DataProblem]:
+    out = []
+    if sample.videos and not options.videos_supported:
+        out.append(
+            DataProblem(
+                "unsupported_media",
+                sample.source,
+                sample.index,
+                f"{len(sample.videos)} video(s), but the model takes neither "
+                "videos nor several images",
+            )
+        )
+    if options.max_images is not None and len(sample.images) > options.max_images:
+        out.append(
+            DataProblem(
+                "unsupported_media",
+                sample.source,
+                sample.index,
+                f"{len(sample.images)} images, but the model takes "
+                f"{options.max_images}: the others are left out",
+                "warning",
+            )
+        )
+    return out
+
+
+def _count(
+    queries: list[LengthQuery],
+    counter: LengthCounter,
+    options: CheckOptions,
+    report: CheckReport,
+) -> None:
+    limit = options.max_length
+    for q, n in zip(queries, counter.count(queries, limit), strict=True):
+        report.lengths.append(n.tokens)
+        if limit is None or n.tokens <= limit:
+            continue
+        fixable = n.shortest is not None and n.shortest <= limit
+        if options.overlength == "error":
+            what, severity = "stops training (data.overlength: error)", "error"
+        elif options.overlength == "drop" or not fixable:
+            what, severity = "would be dropped", "warning"
+            report.would_drop += 1
+        else:
+            what, severity = "would be truncated (trailing turns or text cut)", "warning"
+            report.would_truncate += 1
+        report.problems.append(
+            DataProblem(
+                "too_long",
+                q.sample.source,
+                q.sample.index,
+                f"{n.tokens} tokens > data.max_length={limit}: {what}",
+                severity,
+            )
+        )

@@ -1,0 +1,227 @@
+"""A mixture as a map-style dataset: an index of byte offsets, samples read back on demand.
+
+Building the index streams each dataset file once (`FileIndex`: byte span and a length
+estimate per sample, about 20 bytes a sample), resolving every media path under its root and
+checking that the file exists, so a missing image or an escaping path stops the run before
+the first step instead of hours into it. `__getitem__` seeks to one record, parses it, decodes
+its media and encodes it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import UserError
+from trainer.data.formats import Sample, parse_sample
+from trainer.data.jsonstream import read_record
+from trainer.data.media import MediaError, MediaRoot, load_image, load_video
+from trainer.data.problems import DataProblem
+from trainer.data.registry import Dataset
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from launcher.spec import DataSpec
+    from trainer.data.encode import Encoded, SampleEncoder
+
+logger = logging.getLogger(__name__)
+
+MAX_SUBSTITUTIONS = 100
+
+
+@dataclass
+class FileIndex:
+    """Where each sample of one dataset file is, and a length estimate for grouping."""
+
+    path: str
+    offsets: array = field(default_factory=lambda: array("q"))
+    sizes: array = field(default_factory=lambda: array("q"))
+    lengths: array = field(default_factory=lambda: array("i"))
+    """Words of the conversation, negative for text-only samples (LLaVA's convention)."""
+    images: int = 0
+    videos: int = 0
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def index_dataset(ds: Dataset, check_media: bool = True) -> tuple[FileIndex, list[DataProblem]]:
+    """Index one dataset file; every problem found is returned, none raised."""
+    from trainer.data.formats import iter_samples
+
+    path = str(ds.data_path)
+    index = FileIndex(path)
+    if not ds.data_path.is_file():
+        return index, [
+            DataProblem("missing_file", path, -1, f"dataset file of '{ds.name}' not found")
+        ]
+    problems: list[DataProblem] = []
+    root = MediaRoot(ds.media_dir)
+    e = ds.entry
+    for rec in iter_samples(path, fmt=e.format, text_field=e.text_field, image_field=e.image_field):
+        problems += rec.problems
+        sample = rec.sample
+        if sample is None:
+            continue
+        for kind, names in (("image", sample.images), ("video", sample.videos)):
+            for k, name in enumerate(names):
+                try:
+                    real = root.resolve(name)
+                except MediaError as err:
+                    problems.append(
+                        DataProblem(err.kind, path, rec.index, f"{kind} {k} '{name}': {err.detail}")
+                    )
+                    continue
+                if check_media and not real.is_file():
+                    problems.append(
+                        DataProblem(
+                            "missing_media", path, rec.index, f"{kind} {k} '{name}': no such file"
+                        )
+                    )
+        index.offsets.append(rec.offset)
+        index.sizes.append(rec.length)
+        words = max(1, sample.text_words())
+        index.lengths.append(words if sample.images or sample.videos else -words)
+        index.images += len(sample.images)
+        index.videos += len(sample.videos)
+    return index, problems
+
+
+@dataclass(frozen=True)
+class MediaOptions:
+    max_pixels: int = 89_478_485
+    pad_background: tuple[int, int, int] | None = None
+    """Pad images to a square with this colour (`data.image.aspect_ratio: pad`)."""
+    num_frames: int = 8
+    fps: float | None = None
+    max_frames: int = 64
+
+    @classmethod
+    def from_spec(cls, data: DataSpec, processor: Any = None) -> MediaOptions:
+        background = None
+        if data.image.aspect_ratio == "pad":
+            mean = getattr(getattr(processor, "image_processor", None), "image_mean", None)
+            mean = mean if mean is not None and len(mean) == 3 else (0.5, 0.5, 0.5)
+            background = (int(mean[0] * 255), int(mean[1] * 255), int(mean[2] * 255))
+        return cls(
+            data.image.max_pixels,
+            background,
+            data.video.num_frames,
+            data.video.fps,
+            data.video.max_frames,
+        )
+
+
+@dataclass(frozen=True)
+class MixturePart:
+    dataset: Dataset
+    index: FileIndex
+    repeat: int
+
+
+class MixtureDataset:
+    """Map-style dataset over a mixture (each part repeated `repeat` times in a row)."""
+
+    def __init__(
+        self,
+        parts: Sequence[MixturePart],
+        encoder: SampleEncoder,
+        media: MediaOptions,
+        substitute_dropped: bool = True,
+    ) -> None:
+        self.parts = list(parts)
+        self.encoder = encoder
+        self.media = media
+        self.substitute_dropped = substitute_dropped
+        self._roots = [MediaRoot(p.dataset.media_dir) for p in self.parts]
+        self._starts: list[int] = []
+        total = 0
+        for p in self.parts:
+            self._starts.append(total)
+            total += len(p.index) * p.repeat
+        self._len = total
+
+    def __len__(self) -> int:
+        return self._len
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(part number, sample index in its file) of mixture position `i`."""
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        k = bisect.bisect_right(self._starts, i) - 1
+        return k, (i - self._starts[k]) % len(self.parts[k].index)
+
+    def lengths(self) -> list[int]:
+        """Length estimates in mixture order (for the length-grouped sampler)."""
+        out: list[int] = []
+        for p in self.parts:
+            out.extend(list(p.index.lengths) * p.repeat)
+        return out
+
+    def sample(self, i: int) -> Sample:
+        k, j = self.locate(i)
+        part = self.parts[k]
+        e = part.dataset.entry
+        value = read_record(part.index.path, part.index.offsets[j], part.index.sizes[j])
+        sample, problems = parse_sample(
+            value,
+            fmt=e.format,
+            text_field=e.text_field,
+            image_field=e.image_field,
+            source=part.index.path,
+            index=j,
+        )
+        if sample is None or problems:
+            raise UserError(
+                f"{part.index.path} sample {j} changed since it was indexed: "
+                f"{problems[0].message if problems else 'unreadable'}"
+            )
+        return sample
+
+    def load_media(self, i: int, sample: Sample) -> tuple[list[Any], list[np.ndarray]]:
+        """Decoded images and sampled video frames of the sample at mixture position `i`."""
+        k, _ = self.locate(i)
+        root, entry, m = self._roots[k], self.parts[k].dataset.entry, self.media
+        images = [
+            load_image(root.resolve(name), m.max_pixels, m.pad_background) for name in sample.images
+        ]
+        explicit = sample.num_frames or entry.num_frames
+        frames = explicit or m.num_frames
+        fps = None if explicit else m.fps
+        videos = [
+            load_video(root.resolve(name), frames, fps, m.max_frames) for name in sample.videos
+        ]
+        return images, videos
+
+    def _encode(self, i: int) -> Encoded | None:
+        sample = self.sample(i)
+        try:
+            images, videos = self.load_media(i, sample)
+        except MediaError as e:
+            raise UserError(
+                f"{sample.source} sample {sample.index}: {e.message}",
+                hint=e.hint or "run `vlaunch data check --decode` on the dataset",
+            ) from None
+        return self.encoder.encode(sample, images, videos)
+
+    def __getitem__(self, i: int) -> Encoded | None:
+        enc = self._encode(i)
+        if enc is not None or not self.substitute_dropped:
+            return enc
+        # Keep micro-batches full (and DDP ranks in step): the next sample takes its place.
+        for step in range(1, MAX_SUBSTITUTIONS + 1):
+            enc = self._encode((i + step) % self._len)
+            if enc is not None:
+                enc.substituted = True
+                return enc
+        raise UserError(
+            f"{MAX_SUBSTITUTIONS} samples in a row after mixture position {i} are over "
+            f"data.max_length={self.encoder.max_length} and dropped",
+            hint="raise data.max_length or use data.overlength=truncate_text "
+            "(`vlaunch data check JOB.yaml` shows the token lengths)",
+        )

@@ -1,0 +1,109 @@
+"""Mixtures: dataset names joined with `+`, `name*N` repeating one N times (VILA's syntax).
+
+`mixture_problems(spec)` runs during job-spec validation: it needs the registry files but
+not the data files, so `vlaunch plan` works before the data exists.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from launcher.errors import Problem, ProblemReport, did_you_mean
+from trainer.data.registry import Dataset, known_datasets
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
+
+_TERM = re.compile(r"^(?P<name>[^*+\s]+)(?:\s*\*\s*(?P<n>\S+))?$")
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    repeat: int = 1
+
+
+@dataclass(frozen=True)
+class MixtureItem:
+    dataset: Dataset
+    repeat: int
+
+
+def parse_mixture(text: str) -> tuple[list[Term], list[str]]:
+    """The terms of `A+B*2`, and a message for each malformed term."""
+    terms: list[Term] = []
+    errors: list[str] = []
+    for i, raw in enumerate(text.split("+")):
+        part = raw.strip()
+        if not part:
+            errors.append(f"empty name at position {i + 1} of '{text}'")
+            continue
+        m = _TERM.match(part)
+        if m is None:
+            errors.append(f"'{part}' is not a dataset name or name*N")
+            continue
+        n = m.group("n")
+        if n is None:
+            terms.append(Term(m.group("name")))
+        elif n.isdigit() and int(n) >= 1:
+            terms.append(Term(m.group("name"), int(n)))
+        else:
+            errors.append(f"'{part}': the repeat count after '*' must be a whole number >= 1")
+    return terms, errors
+
+
+def _problems_for(key: str, text: str, known: dict[str, Dataset]) -> list[Problem]:
+    terms, errors = parse_mixture(text)
+    out = [
+        Problem(key, e, "write names joined with '+', e.g. SampleQA+SampleVideo*2") for e in errors
+    ]
+    listing = ", ".join(sorted(known)) or "none"
+    for t in terms:
+        if t.name not in known:
+            out.append(
+                Problem(
+                    key,
+                    f"unknown dataset '{t.name}'.{did_you_mean(t.name, known)}",
+                    f"known datasets: {listing} (define more in data.registry files or "
+                    "data.datasets)",
+                )
+            )
+    return out
+
+
+def mixture_problems(spec: JobSpec) -> list[Problem]:
+    """Problems of `data.mixture` and `data.eval_mixture` (the data files need not exist)."""
+    known, problems = known_datasets(spec)
+    if spec.data.mixture.strip():
+        problems += _problems_for("data.mixture", spec.data.mixture, known)
+    if spec.data.eval_mixture is not None:
+        problems += _problems_for("data.eval_mixture", spec.data.eval_mixture, known)
+    return problems
+
+
+def resolve_mixture(spec: JobSpec, split: Literal["train", "eval"] = "train") -> list[MixtureItem]:
+    """The datasets of the training (or eval) mixture with their repeat counts."""
+    key = "data.mixture" if split == "train" else "data.eval_mixture"
+    text = spec.data.mixture if split == "train" else spec.data.eval_mixture
+    if text is None:
+        raise ProblemReport("no eval data", [Problem(key, "not set", "set data.eval_mixture")])
+    known, problems = known_datasets(spec)
+    problems += _problems_for(key, text, known)
+    if problems:
+        raise ProblemReport(title=f"cannot resolve {key}", problems=problems)
+    terms, _ = parse_mixture(text)
+    return [MixtureItem(known[t.name], t.repeat) for t in terms]
+
+
+def resolve_registry_mixture(registry: list[str], mixture: str) -> list[MixtureItem]:
+    """`--registry FILE --mixture A+B` without a job spec."""
+    from launcher.spec import DataSpec, JobSpec, ModelSpec
+
+    spec = JobSpec(
+        name="check",
+        model=ModelSpec(name_or_path="none"),
+        data=DataSpec(mixture=mixture, registry=[str(r) for r in registry]),
+    )
+    return resolve_mixture(spec, "train")
