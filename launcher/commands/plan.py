@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _gib(n: int) -> str:
+    if abs(n) < 1024**3:
+        return f"{n / 1024**2:.1f} MiB"
     return f"{n / 1024**3:.2f} GiB"
 
 
