@@ -1,0 +1,103 @@
+"""Model configs as plain dicts, without torch and without the network.
+
+`model_config_dict(name_or_path)` answers for every way a job spec names a model:
+a local folder (its `config.json`), `tiny:<family>`, `random:<arch>`, a hub id that is in the
+local Hugging Face cache, or a well-known hub id whose architecture we ship
+(`arch_configs.KNOWN_HUB_IDS`). The planner and the memory estimator use it; nothing here
+downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from launcher.errors import UserError, did_you_mean
+from trainer.models.arch_configs import ARCH_CONFIGS, KNOWN_HUB_IDS
+
+logger = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+RANDOM_PREFIX = "random:"
+
+
+def model_config_dict(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
+    """The config dict of a model (a deep copy: callers may change it)."""
+    if name_or_path.startswith(TINY_PREFIX):
+        from trainer.models.tiny_specs import tiny_config_dict
+
+        return tiny_config_dict(name_or_path.removeprefix(TINY_PREFIX))
+    if name_or_path.startswith(RANDOM_PREFIX):
+        return arch_config(name_or_path.removeprefix(RANDOM_PREFIX))
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return _read_config(path / "config.json")
+    if _looks_like_path(name_or_path):
+        raise UserError(
+            f"model folder '{name_or_path}' does not exist",
+            hint="model.name_or_path must be an existing folder, a hub id (org/name), "
+            "tiny:<family> or random:<arch>",
+        )
+    cached = _hf_cached_config(name_or_path, revision)
+    if cached is not None:
+        return _read_config(cached)
+    if name_or_path in KNOWN_HUB_IDS:
+        return arch_config(KNOWN_HUB_IDS[name_or_path])
+    raise UserError(
+        f"no config for model '{name_or_path}': it is not a local folder, not in the Hugging "
+        f"Face cache, and not a known hub id.{did_you_mean(name_or_path, KNOWN_HUB_IDS)}",
+        hint="download it first (`huggingface-cli download "
+        f"{name_or_path}`), point model.name_or_path at a local copy, or use random:<arch> "
+        f"({', '.join(ARCH_CONFIGS)})",
+    )
+
+
+def arch_config(arch: str) -> dict[str, Any]:
+    """A real-size architecture config (`random:<arch>`)."""
+    if arch not in ARCH_CONFIGS:
+        raise UserError(
+            f"unknown architecture '{arch}'.{did_you_mean(arch, ARCH_CONFIGS)}",
+            hint=f"use random:<arch> with one of: {', '.join(ARCH_CONFIGS)}",
+        )
+    return json.loads(json.dumps(ARCH_CONFIGS[arch]))
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(
+            f"{path} does not exist",
+            hint="a model folder needs the config.json that save_pretrained writes",
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(
+            f"{path}: cannot read the model config: {e}",
+            hint="the file must be the JSON written by save_pretrained",
+        ) from e
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}: the model config is not a JSON object",
+            hint="the file must be the JSON written by save_pretrained",
+        )
+    return data
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") != 1
+
+
+def _hf_cached_config(repo_id: str, revision: str | None) -> Path | None:
+    """`config.json` of `repo_id` from the local Hugging Face cache, or None (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except Exception as e:  # an invalid repo id is a miss, not a crash
+        logger.debug("HF cache lookup for %s failed: %s", repo_id, e)
+        return None
+    return Path(found) if isinstance(found, str) else None

@@ -1,0 +1,210 @@
+"""Load a VLM and its processor for training: one path for tiny, random and real models.
+
+`tiny:<family>` is built once into a cache folder and then loaded with `from_pretrained`, like
+a downloaded checkpoint; `random:<arch>` instantiates a real-size architecture with random
+weights (benchmarks; no processor). Low-memory loading (meta device, rank-0 loading) plugs in
+at `_instantiate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from launcher.errors import UserError
+from trainer.models.configs import RANDOM_PREFIX, TINY_PREFIX, model_config_dict
+from trainer.models.families import Family, detect_family, get_family
+from trainer.models.processors import load_processor
+from trainer.models.quantization import qlora_config, qlora_device
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, ProcessorMixin
+
+    from launcher.spec import ModelSpec, TuningSpec
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "VLAUNCH_CACHE"
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    processor: ProcessorMixin | None
+    """None for `random:<arch>` models (there is no tokenizer for them)."""
+    family: Family
+    path: Path | None
+    """The folder the model was loaded from (None for `random:<arch>`)."""
+
+
+def cache_dir() -> Path:
+    """Root of vlaunch's caches: `$VLAUNCH_CACHE` or `~/.cache/vlaunch`."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "vlaunch"
+
+
+def tiny_model_path(family: str, root: Path | None = None) -> Path:
+    """The folder of `tiny:<family>`, built on first use.
+
+    Built in a temporary folder next to the target and renamed into place, so concurrent
+    ranks never see a half-written model (the loser of the race discards its copy).
+    """
+    from trainer.models.tiny import build_tiny
+    from trainer.models.tiny_specs import get_tiny_spec
+
+    get_tiny_spec(family)  # unknown family -> user error before touching the disk
+    target = (root or cache_dir() / "tiny") / _tiny_version() / family
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=target.parent))
+    try:
+        build_tiny(family, tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _tiny_version() -> str:
+    """Tiny folders are keyed by the transformers version and a hash of the specs."""
+    import hashlib
+    import json
+
+    import transformers
+
+    from trainer.models.tiny_specs import TINY_SPECS
+
+    blob = json.dumps({k: repr(v) for k, v in TINY_SPECS.items()}, sort_keys=True)
+    return f"tf{transformers.__version__}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def load_model(
+    model_spec: ModelSpec,
+    *,
+    dtype: torch.dtype | str = "float32",
+    device: torch.device | str | None = None,
+    tuning: TuningSpec | None = None,
+    with_processor: bool = True,
+) -> LoadedModel:
+    """The model, its processor and its family, as the job spec's `model:` section says.
+
+    `dtype` is the weights' dtype ("float32", "bfloat16", ...). Pass the job's `tuning` when
+    it may use QLoRA: the language model is then read in 4-bit NF4 (bitsandbytes; on CUDA, or
+    on CPU with a bitsandbytes that supports it).
+    """
+    import torch
+
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    qlora = tuning is not None and tuning.modes()["language_model"] == "qlora"
+    qlora_dev = qlora_device() if qlora else None  # a user error if QLoRA cannot run here
+    name = model_spec.name_or_path
+    if name.startswith(RANDOM_PREFIX):
+        if qlora:
+            raise UserError(
+                "QLoRA needs pretrained weights to quantize; random:<arch> has none",
+                hint="use tuning.language_model=lora for random:<arch> benchmarks",
+            )
+        config_dict = model_config_dict(name)
+        family = _family(model_spec, config_dict)
+        model = _from_config(config_dict, model_spec, torch_dtype, device)
+        return LoadedModel(model=model, processor=None, family=family, path=None)
+
+    path: Path | str
+    if name.startswith(TINY_PREFIX):
+        path = tiny_model_path(name.removeprefix(TINY_PREFIX))
+    else:
+        path = Path(name).expanduser() if Path(name).expanduser().is_dir() else name
+    family = _family(model_spec, _config_dict(path, model_spec))
+    quantization = qlora_config(family, torch_dtype) if qlora else None
+    model = _instantiate(path, model_spec, torch_dtype, device or qlora_dev, quantization)
+    processor = (
+        load_processor(
+            path, revision=model_spec.revision, trust_remote_code=model_spec.trust_remote_code
+        )
+        if with_processor
+        else None
+    )
+    local = Path(path) if isinstance(path, Path) else None
+    return LoadedModel(model=model, processor=processor, family=family, path=local)
+
+
+def _config_dict(path: Path | str, model_spec: ModelSpec) -> dict[str, Any]:
+    """The config without the network when possible; else through transformers (a hub id
+    that is not cached yet is downloaded by from_pretrained anyway)."""
+    try:
+        return model_config_dict(str(path), revision=model_spec.revision)
+    except UserError:
+        if isinstance(path, Path):
+            raise
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(
+        path, revision=model_spec.revision, trust_remote_code=model_spec.trust_remote_code
+    )
+    return cast(dict[str, Any], config.to_dict())
+
+
+def _family(model_spec: ModelSpec, config_dict: dict[str, Any]) -> Family:
+    if model_spec.family is not None:
+        return get_family(model_spec.family)
+    return get_family(detect_family(config_dict))
+
+
+def _instantiate(
+    path: Path | str,
+    model_spec: ModelSpec,
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+    quantization: Any = None,
+) -> PreTrainedModel:
+    from transformers import AutoModelForImageTextToText
+
+    extra: dict[str, Any] = {}
+    if quantization is not None:
+        extra = {"quantization_config": quantization, "device_map": {"": device or "cuda"}}
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            path,
+            revision=model_spec.revision,
+            trust_remote_code=model_spec.trust_remote_code,
+            attn_implementation=model_spec.attn_implementation,
+            dtype=dtype,
+            **extra,
+        )
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"cannot load model '{model_spec.name_or_path}': {e}",
+            hint="check model.name_or_path (a folder with config.json and weights, or a hub "
+            "id reachable from here) and model.attn_implementation",
+        ) from e
+    if quantization is None and device is not None:
+        model = cast(Any, model).to(device)
+    return model
+
+
+def _from_config(
+    config_dict: dict[str, Any],
+    model_spec: ModelSpec,
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+) -> PreTrainedModel:
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.for_model(**config_dict)
+    with torch.device(device or "cpu"):
+        return AutoModelForImageTextToText.from_config(
+            config, dtype=dtype, attn_implementation=model_spec.attn_implementation
+        )
