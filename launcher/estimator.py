@@ -21,7 +21,6 @@ are a model of the truth, measured against GPUs in docs/benchmarks.md.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -78,6 +77,13 @@ class TrainingSetup:
     lora_targets: str | Sequence[str] | None = None
     vision_lora_targets: str | Sequence[str] | None = None
     images_per_sample: int = 1
+    unused_prefixes: tuple[str, ...] = ()
+    """Parameters the forward pass never uses (e.g. LLaVA's vision layers after the feature
+    layer): frozen whatever the mode."""
+    module_prefixes: tuple[str, ...] = ()
+    """Prefixes of the vision-tower and projector modules: peft copies these modules whole
+    (modules_to_save) when they are trained next to LoRA; bare parameters outside them are not
+    copied."""
 
 
 @dataclass(frozen=True)
@@ -120,34 +126,49 @@ def numel(shape: Iterable[int]) -> int:
 
 
 def _matches(name: str, targets: str | Sequence[str] | None) -> bool:
-    """peft's `target_modules` semantics: a regex fully matching the module name, or a list
-    of names matching the module name or its last components."""
-    module = name.rsplit(".", 1)[0]
+    """peft's `target_modules` rules for the module owning parameter `name`."""
+    from trainer.models.shapes import module_matches
+
     if targets is None:
         return False
-    if isinstance(targets, str):
-        return re.fullmatch(targets, module) is not None
-    return any(module == t or module.endswith("." + t) for t in targets)
+    module = name.rsplit(".", 1)[0]
+    return module_matches(module, targets if isinstance(targets, str) else list(targets))
+
+
+def _unused(name: str, setup: TrainingSetup) -> bool:
+    return any(name == u or name.startswith(u.rstrip(".") + ".") for u in setup.unused_prefixes)
+
+
+def trained_in_full(p: ParamLike, setup: TrainingSetup) -> bool:
+    """Whether base parameter `p` itself is trained (full, or a norm under LayerNorm tuning)."""
+    mode = setup.modes.get(p.module, "frozen")
+    if _unused(p.name, setup):
+        return False
+    return mode == "full" or (mode == "layernorm" and p.kind == "norm")
 
 
 def trainable_counts(table: Sequence[ParamLike], setup: TrainingSetup) -> dict[str, int]:
     """Trainable parameters per module under the tuning modes (LoRA adapters counted)."""
     out = {"vision_tower": 0, "projector": 0, "language_model": 0}
     for p in table:
-        module = p.module if p.module in out else None
-        if module is None:
+        if p.module not in out:
             continue
-        mode = setup.modes.get(module, "frozen")
-        n = numel(p.shape)
-        if mode == "full" or (mode == "layernorm" and p.kind == "norm"):
-            out[module] += n
-        elif mode in ("lora", "qlora") and p.kind == "linear" and p.name.endswith(".weight"):
-            targets = setup.vision_lora_targets if module == "vision_tower" else setup.lora_targets
+        mode = setup.modes.get(p.module, "frozen")
+        if trained_in_full(p, setup):
+            out[p.module] += numel(p.shape)
+        elif (
+            mode in ("lora", "qlora")
+            and p.kind == "linear"
+            and p.name.endswith(".weight")
+            and not _unused(p.name, setup)
+        ):
+            vision = p.module == "vision_tower"
+            targets = setup.vision_lora_targets if vision else setup.lora_targets
             if _matches(p.name, targets):
                 fan_out, fan_in = p.shape[0], p.shape[1]
-                out[module] += setup.lora_r * (fan_in + fan_out)
+                out[p.module] += setup.lora_r * (fan_in + fan_out)
                 if setup.use_dora:
-                    out[module] += fan_out
+                    out[p.module] += fan_out
     return out
 
 
@@ -155,14 +176,24 @@ def _weight_bytes(
     table: Sequence[ParamLike], setup: TrainingSetup, trainable: dict[str, int]
 ) -> float:
     compute = DTYPE_BYTES[setup.precision]
+    deepspeed = setup.strategy in ("zero2", "zero3", "offload")
+    peft = any(m in ("lora", "qlora") for m in setup.modes.values())
     total = 0.0
     for p in table:
         n = numel(p.shape)
         mode = setup.modes.get(p.module, "frozen")
-        if mode == "full" or (mode == "layernorm" and p.kind == "norm"):
+        if peft and p.module in ("vision_tower", "projector"):
+            # peft's modules_to_save keeps a frozen original next to the trained copy: of the
+            # whole module when it is trained in full (its unused parameters included), of the
+            # used norms under LayerNorm tuning.
+            in_module = any(p.name.startswith(m + ".") for m in setup.module_prefixes)
+            if (mode == "full" and in_module) or (
+                mode == "layernorm" and trained_in_full(p, setup)
+            ):
+                total += n * compute
+        if trained_in_full(p, setup):
             # Trained base weights are fp32 master weights (autocast computes in `precision`);
             # DeepSpeed keeps them in the compute dtype and the fp32 copy in the optimizer.
-            deepspeed = setup.strategy in ("zero2", "zero3", "offload")
             total += n * (compute if deepspeed else 4)
         elif (
             mode == "qlora"

@@ -99,26 +99,65 @@ def model_shape(config: dict[str, Any]) -> Shape:
     )
 
 
-def _estimator_inputs(spec: JobSpec) -> tuple[Any, Shape, str, Any, Any]:
-    """Parameter table, shape, family name and default LoRA targets of the spec's model."""
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the estimator needs to know about the spec's model, read without torch."""
+
+    family: str
+    table: list[Any]
+    shape: Shape
+    lora_targets: str | list[str]
+    vision_lora_targets: str | list[str]
+    unused_prefixes: tuple[str, ...]
+    module_prefixes: tuple[str, ...]
+
+
+def model_facts(spec: JobSpec) -> ModelFacts:
+    """Parameter table, sizes, LoRA targets and module prefixes of the spec's model."""
     from trainer.models.configs import model_config_dict
+    from trainer.models.families import detect_family, get_family
     from trainer.models.shapes import param_table
 
-    from trainer.models.families import detect_family, get_family
-
-    config = model_config_dict(spec.model.name_or_path)
-    family_name = spec.model.family or detect_family(config)
-    family = get_family(family_name)
+    config = model_config_dict(spec.model.name_or_path, spec.model.revision)
+    name = spec.model.family or detect_family(config)
+    family = get_family(name)
     lora = spec.tuning.lora
-    targets = (
-        lora.target_modules if lora.target_modules is not None else (family.default_lora_targets)
-    )
-    vision_targets = (
-        lora.vision_target_modules
+    return ModelFacts(
+        family=name,
+        table=param_table(config, name),
+        shape=model_shape(config),
+        lora_targets=lora.target_modules
+        if lora.target_modules is not None
+        else family.default_lora_targets,
+        vision_lora_targets=lora.vision_target_modules
         if lora.vision_target_modules is not None
-        else family.default_vision_lora_targets
+        else family.default_vision_lora_targets,
+        unused_prefixes=family.unused_prefixes(config),
+        module_prefixes=family.vision_tower + family.projector,
     )
-    return param_table(config), model_shape(config), family_name, targets, vision_targets
+
+
+def training_setup(
+    spec: JobSpec, facts: ModelFacts, world: World, precision: str, micro_batch_size: int
+) -> TrainingSetup:
+    tr = spec.train
+    return TrainingSetup(
+        modes=spec.tuning.modes(),
+        precision=precision,
+        strategy=tr.strategy,
+        world_size=world.world_size,
+        micro_batch_size=micro_batch_size,
+        seq_len=spec.data.max_length,
+        gradient_checkpointing=tr.gradient_checkpointing,
+        is_gpu=world.profile.is_gpu,
+        optimizer=tr.optimizer,
+        lora_r=spec.tuning.lora.r,
+        use_dora=spec.tuning.lora.use_dora,
+        lora_targets=facts.lora_targets,
+        vision_lora_targets=facts.vision_lora_targets,
+        unused_prefixes=facts.unused_prefixes,
+        module_prefixes=facts.module_prefixes,
+    )
 
 
 def make_plan(
@@ -140,11 +179,10 @@ def make_plan(
     accum = None if tr.grad_accum_steps == "auto" else int(tr.grad_accum_steps)
 
     notes: list[str] = []
-    memory_for = None
-    family = spec.model.family
+    facts: ModelFacts | None = None
     if estimate_memory:
         try:
-            table, shape, family, targets, vision_targets = _estimator_inputs(spec)
+            facts = model_facts(spec)
         except UserError as e:
             if micro is None and accum is None:
                 raise UserError(
@@ -152,30 +190,21 @@ def make_plan(
                     hint="set train.micro_batch_size (or fix the model reference)",
                 ) from None
             notes.append(f"no memory prediction: {e.message}")
-        else:
-            capacity = world.profile.device_memory_bytes
-            if not world.profile.is_gpu:
-                capacity //= max(1, world.gpus_per_node)
 
-            def memory_for(m: int) -> MemoryEstimate:
-                setup = TrainingSetup(
-                    modes=spec.tuning.modes(),
-                    precision=precision,
-                    strategy=tr.strategy,
-                    world_size=world.world_size,
-                    micro_batch_size=m,
-                    seq_len=spec.data.max_length,
-                    gradient_checkpointing=tr.gradient_checkpointing,
-                    is_gpu=world.profile.is_gpu,
-                    optimizer=tr.optimizer,
-                    lora_r=spec.tuning.lora.r,
-                    use_dora=spec.tuning.lora.use_dora,
-                    lora_targets=targets,
-                    vision_lora_targets=vision_targets,
-                )
-                return estimate(
-                    table, shape, setup, capacity=capacity, headroom=spec.resources.memory_headroom
-                )
+    capacity = world.profile.device_memory_bytes
+    if not world.profile.is_gpu:
+        capacity //= max(1, world.gpus_per_node)
+
+    def memory_for(m: int) -> MemoryEstimate:
+        assert facts is not None
+        setup = training_setup(spec, facts, world, precision, m)
+        return estimate(
+            facts.table,
+            facts.shape,
+            setup,
+            capacity=capacity,
+            headroom=spec.resources.memory_headroom,
+        )
 
     batch = resolve_batch(
         tr.global_batch_size,
@@ -183,9 +212,9 @@ def make_plan(
         micro=micro,
         accum=accum,
         rounding=tr.batch_rounding,
-        fits=(lambda m: memory_for(m).fits) if memory_for else None,
+        fits=(lambda m: memory_for(m).fits) if facts is not None else None,
     )
-    memory = memory_for(batch.micro_batch_size) if memory_for else None
+    memory = memory_for(batch.micro_batch_size) if facts is not None else None
     if memory is not None and not memory.fits:
         notes.append(_does_not_fit_advice(spec, memory))
     return Plan(
@@ -194,7 +223,7 @@ def make_plan(
         batch=batch,
         precision=precision,
         memory=memory,
-        family=family,
+        family=facts.family if facts is not None else spec.model.family,
         notes=notes,
     )
 
