@@ -45,7 +45,7 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
                 "train at least one module (e.g. tuning.preset=lora_llm)",
             )
         )
-    if not t.uses_lora() and "lora" in t.model_fields_set:
+    if not t.uses_lora() and t.differs_from_default("lora"):
         out.append(
             Problem(
                 "tuning.lora",
@@ -54,7 +54,7 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
             )
         )
     for module, mode in modes.items():
-        if mode == "frozen" and module in t.lr_multipliers.model_fields_set:
+        if mode == "frozen" and t.lr_multipliers.differs_from_default(module):
             out.append(
                 Problem(
                     f"tuning.lr_multipliers.{module}",
@@ -87,7 +87,7 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
                     "set train.precision=bf16 (or auto)",
                 )
             )
-    if tr.warmup_steps is not None and "warmup_ratio" in tr.model_fields_set:
+    if tr.warmup_steps is not None and tr.differs_from_default("warmup_ratio"):
         out.append(
             Problem(
                 "train.warmup_steps",
@@ -95,7 +95,7 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
                 "keep one of them",
             )
         )
-    if tr.max_steps is not None and "epochs" in tr.model_fields_set:
+    if tr.max_steps is not None and tr.differs_from_default("epochs"):
         out.append(
             Problem(
                 "train.max_steps",
@@ -119,7 +119,7 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
                 "packing already removes padding: set data.group_by_length=false",
             )
         )
-    if d.video.fps is not None and "num_frames" in d.video.model_fields_set:
+    if d.video.fps is not None and d.video.differs_from_default("num_frames"):
         out.append(
             Problem(
                 "data.video.fps",

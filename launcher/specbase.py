@@ -15,6 +15,12 @@ class Section(BaseModel):
         use_attribute_docstrings=True,
     )
 
-    def explicitly_set(self, name: str) -> bool:
-        """Whether the user wrote this key (as opposed to taking the schema default)."""
-        return name in self.model_fields_set
+    def differs_from_default(self, name: str) -> bool:
+        """Whether key `name` holds something other than its schema default.
+
+        Cross-field rules use this rather than "was the key written": a resolved spec (every
+        default written out, as `vlaunch validate` prints it) must validate again.
+        """
+        field = type(self).model_fields[name]
+        default = field.get_default(call_default_factory=True)
+        return bool(getattr(self, name) != default)

@@ -59,7 +59,9 @@ def spec_flag_overrides(args: argparse.Namespace) -> list[str]:
     for key, value in vars(args).items():
         if key.startswith("_spec__") and value is not None:
             dotted = key[len("_spec__") :].replace("__", ".")
-            out.append(f"{dotted}={value}")
+            # strings stay strings (`--account 123` is the account "123", not a number)
+            text = json.dumps(value) if isinstance(value, str) else value
+            out.append(f"{dotted}={text}")
     return out
 
 

@@ -45,13 +45,32 @@ class SlurmOptions(Section):
     log_dir: str | None = None
     """Where `%x-%j.out` logs go (default: `<output.dir>/<name>/slurm`)."""
     setup: list[str] = Field(default_factory=list)
-    """Shell lines run on every node before Ray starts (e.g. `module load cuda`)."""
+    """Shell lines run on every node before Ray starts (e.g. `module load cuda`); they are
+    shell code, copied into the script as written."""
+    ray_port: int | None = Field(default=None, ge=1024, le=65000)
+    """Port of the Ray head (GCS); the next port is its client server. Default: derived from
+    the job id, so that jobs sharing a node do not collide."""
+    ray_timeout: int = Field(default=300, ge=10)
+    """Seconds the job waits for every node to join the Ray cluster before it fails."""
 
     @field_validator("time")
     @classmethod
     def _check_time(cls, v: str | None) -> str | None:
         if v is not None and not _TIME.match(v):
-            raise ValueError(
-                "not a Slurm time: use MM, HH:MM:SS or D-HH:MM:SS (e.g. 04:00:00)"
-            )
+            raise ValueError("not a Slurm time: use MM, HH:MM:SS or D-HH:MM:SS (e.g. 04:00:00)")
         return v
+
+
+def time_limit_seconds(value: str) -> int:
+    """Seconds in a Slurm time (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`)."""
+    days, _, rest = value.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:  # D-HH[:MM[:SS]]
+        parts += [0] * (3 - len(parts))
+        hours, minutes, seconds = parts
+        return ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if len(parts) == 1:
+        return parts[0] * 60
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return (parts[0] * 60 + parts[1]) * 60 + parts[2]

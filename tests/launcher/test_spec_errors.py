@@ -93,9 +93,9 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["tuning.lora.dropout=1.5"], ["tuning.lora.dropout", "less than 1"]),
     (["model.family=lava"], ["model.family", "'llava'"]),
     (["data.num_workers=-1"], ["data.num_workers", "'auto'"]),
-    (["tuning.lr_multipliers.vision_tower=0.1"], ["tuning.lr_multipliers.vision_tower", "frozen"]),
+    (["tuning.lr_multipliers.vision_tower=0.05"], ["tuning.lr_multipliers.vision_tower", "frozen"]),
     (["slurm.variant=srun_lora"], ["slurm.variant", "srun_lora_llm"]),
-    (["data.video.fps=2", "data.video.num_frames=8"], ["data.video.fps", "keep one"]),
+    (["data.video.fps=2", "data.video.num_frames=16"], ["data.video.fps", "keep one"]),
     (
         ["train.grad_accum_steps=2", "resources.nodes=8", "train.global_batch_size=64"],
         ["accumulation 2", "128"],
@@ -174,3 +174,28 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["lora_llm", "fft", "ln_vt", "qlora_llm"])
+def test_resolved_spec_validates_again(tmp_path: Path, preset: str) -> None:
+    """`vlaunch validate` prints every default; that output is itself a valid spec (the
+    Slurm and Kubernetes backends ship it to the cluster)."""
+    from launcher.spec import load_spec
+
+    first = load_spec(write_spec(tmp_path, BASE), [f"tuning.preset={preset}",
+                                                   "train.max_steps=10"])
+    again = tmp_path / "again.yaml"
+    again.write_text(first.to_yaml())
+    assert load_spec(again) == first
+
+
+def test_flag_strings_stay_strings(tmp_path: Path) -> None:
+    import argparse
+
+    from launcher.commands.common import add_spec_flag, load_job
+
+    parser = argparse.ArgumentParser()
+    add_spec_flag(parser, "--account", "slurm.account")
+    args = parser.parse_args(["--account", "123"])
+    args.job = str(write_spec(tmp_path, BASE))
+    assert load_job(args).slurm.account == "123"
