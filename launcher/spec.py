@@ -218,7 +218,8 @@ class TrainSpec(Section):
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     """AdamW weight decay (not applied to norms and biases)."""
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    """Optimizer (DeepSpeed strategies use their fused AdamW)."""
+    """AdamW (torch's, fused on CUDA; also under DeepSpeed, so per-module learning rates and
+    the schedule apply) or SGD."""
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas."""
     eps: float = Field(default=1e-8, gt=0)

@@ -69,8 +69,14 @@ def tiny_model_path(family: str, root: Path | None = None) -> Path:
         try:
             tmp.rename(target)
         except OSError:
-            if not (target / "config.json").is_file():
-                raise
+            if (target / "config.json").is_file():
+                return target  # another rank won the race
+            # A folder without config.json is debris (e.g. a process killed by an older
+            # version): move it aside atomically, then put ours in place.
+            stale = Path(tempfile.mkdtemp(prefix=f".{family}-stale-", dir=target.parent))
+            target.rename(stale / family)
+            shutil.rmtree(stale, ignore_errors=True)
+            tmp.rename(target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

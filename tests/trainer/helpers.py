@@ -1,0 +1,147 @@
+"""Shared by the trainer and e2e tests: a small shapes dataset, job specs, launching runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def make_shapes(folder: Path, train: int = 96, eval_: int = 32) -> Path:
+    """The synthetic shapes dataset with `train` / `eval_` colour questions (no videos)."""
+    from trainer.data.synth import SynthSizes, synthesize
+
+    synthesize(folder, SynthSizes(train=train, eval=eval_, video_train=0, video_eval=0), seed=3)
+    return folder
+
+
+def write_job(folder: Path, shapes: Path, *, name: str = "job", **sections: Any) -> Path:
+    """A tiny-LLaVA LoRA job on `shapes`, runs under `folder/runs`; `sections` update it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    registry = {
+        "shapes_train": {"data_path": str(shapes / "train.json"), "media_dir": str(shapes)},
+        "shapes_eval": {"data_path": str(shapes / "eval.json"), "media_dir": str(shapes)},
+    }
+    (folder / "registry.yaml").write_text(yaml.safe_dump(registry))
+    job: dict[str, Any] = {
+        "name": name,
+        "model": {"name_or_path": "tiny:llava"},
+        "data": {
+            "registry": ["registry.yaml"],
+            "mixture": "shapes_train",
+            "max_length": 256,
+            "num_workers": 0,
+        },
+        "tuning": {"preset": "lora_llm"},
+        "train": {
+            "global_batch_size": 8,
+            "micro_batch_size": 2,
+            "max_steps": 6,
+            "lr": 2e-3,
+            "precision": "fp32",
+            "gradient_checkpointing": False,
+            "strategy": "ddp",
+            "checkpoint_every": 2,
+            "keep_last": 2,
+            "seed": 7,
+            "warmup_steps": 2,
+        },
+        "resources": {"profile": "cpu", "gpus_per_node": 2},
+        "output": {"dir": str(folder / "runs")},
+    }
+    for section, values in sections.items():
+        job.setdefault(section, {}).update(values)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    env.pop("VLAUNCH_FAULT", None)
+    env.update(extra)
+    return env
+
+
+def run_trainer(
+    job: Path, *overrides: str, nproc: int = 1, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m trainer.run` (nproc 1) or `torchrun --nproc_per_node N -m trainer.run`."""
+    if nproc == 1:
+        cmd = [PYTHON, "-m", "trainer.run", str(job), "--quiet", *overrides]
+    else:
+        cmd = [
+            PYTHON,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "trainer.run",
+            str(job),
+            "--quiet",
+            *overrides,
+        ]
+    return subprocess.run(
+        cmd,
+        cwd=job.parent,
+        env=child_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def records(run_dir: Path, kind: str = "train") -> list[dict[str, Any]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind") == kind]
+
+
+def trained_weights(checkpoint: Path) -> dict[str, Any]:
+    """Every trainable tensor of a checkpoint (adapter and non-LoRA trainables)."""
+    from safetensors.torch import load_file
+
+    out = dict(load_file(str(checkpoint / "adapter" / "adapter_model.safetensors")))
+    extra = checkpoint / "non_lora_trainables.safetensors"
+    if extra.is_file():
+        out.update(load_file(str(extra)))
+    return out
+
+
+def max_abs_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def explain(proc: subprocess.CompletedProcess[str]) -> str:
+    out, err = proc.stdout[-4000:], proc.stderr[-6000:]
+    return f"exit {proc.returncode}\n--- stdout\n{out}\n--- stderr\n{err}"

@@ -1,0 +1,22 @@
+"""Train one job under several strategies in ONE torchrun launch (process start-up is most of
+the cost of a tiny run): `torchrun --nproc_per_node 2 strategy_runs.py JOB.yaml ddp fsdp ...`.
+Each strategy's run is named `run_<strategy>`."""
+
+from __future__ import annotations
+
+import sys
+
+from launcher.spec import load_spec
+from trainer.loop import train
+
+
+def main() -> None:
+    job, *strategies = sys.argv[1:]
+    for strategy in strategies:
+        spec = load_spec(job, [f"name=run_{strategy}", f"train.strategy={strategy}"])
+        result = train(spec, quiet=True)
+        assert result.state == "finished", result
+
+
+if __name__ == "__main__":
+    main()

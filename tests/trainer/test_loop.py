@@ -1,0 +1,116 @@
+"""The loop in this process (no Ray, world 1): run directory, checkpoint layout, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from launcher.spec import load_spec
+from tests.trainer.helpers import write_job
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, shapes_data: Path):  # type: ignore[no-untyped-def]
+    """A 3-step LoRA run with held-out evaluation, trained here; returns the recipe."""
+    from trainer.loop import Recipe
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest on a busy 2-core box
+    folder = tmp_path_factory.mktemp("loop")
+    job = write_job(
+        folder,
+        shapes_data,
+        name="inproc",
+        data={"eval_mixture": "shapes_eval"},
+        train={"max_steps": 3, "checkpoint_every": 2},
+    )
+    spec = load_spec(job)
+    recipe = Recipe(spec, quiet=True)
+    recipe.setup()
+    result = recipe.train()
+    recipe.cleanup()
+    torch.set_num_threads(threads)
+    assert result.state == "finished" and result.step == 3
+    return recipe
+
+
+def test_run_directory_layout(finished) -> None:  # type: ignore[no-untyped-def]
+    run = finished.run_dir.path
+    for name in (
+        "spec.yaml",
+        "plan.json",
+        "status.json",
+        "metrics.jsonl",
+        "loss.png",
+        "eval.json",
+        "tuning.json",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/README.md",
+    ):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    train = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in train if r["kind"] == "train"]
+    assert steps == [1, 2, 3]
+    first = next(r for r in train if r["kind"] == "train")
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "target_tokens"):
+        assert first[key] > 0, key
+    ev = json.loads((run / "eval.json").read_text())
+    assert {"accuracy_before", "accuracy_after", "chance"} <= ev.keys()
+    assert ev["step_before"] == 0 and ev["step_after"] == 3
+    assert 0 < ev["chance"] < 1 and ev["num_samples"] == 32
+
+
+def test_checkpoint_holds_only_trainable_weights(finished) -> None:  # type: ignore[no-untyped-def]
+    from safetensors.torch import load_file
+
+    run = finished.run_dir
+    assert [p.name for p in run.checkpoints()] == ["checkpoint_000002", "checkpoint_000003"]
+    ckpt = run.latest_checkpoint()
+    for name in (
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng/rank_00000.pt",
+        "trainer_state.json",
+        "plan.json",
+        "spec.yaml",
+    ):
+        assert (ckpt / name).is_file(), name
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["step"] == 3 and state["samples_consumed"] == 24
+    saved = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
+    saved_params = sum(t.numel() for t in saved.values())
+    assert saved_params == finished.tuning_report.trainable_params
+    assert saved_params < finished.tuning_report.total_params / 2
+    # Every optimizer tensor loads with weights_only=True.
+    torch.load(ckpt / "optimizer.pt", weights_only=True)
+
+
+def test_exported_adapter_reproduces_the_trained_logits(finished) -> None:  # type: ignore[no-untyped-def]
+    from peft import PeftModel
+
+    from trainer.models.loading import load_model
+
+    model = finished.strategy.base_model
+    data = finished.train_data
+    batch = data.collator([data.dataset[0], data.dataset[1]]).inputs
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    model.eval()
+    with torch.no_grad():
+        trained = model(**inputs, use_cache=False).logits
+
+    base = load_model(finished.spec.model).model
+    with torch.no_grad():
+        untouched = base(**inputs, use_cache=False).logits
+    loaded = PeftModel.from_pretrained(base, str(finished.run_dir.adapter_dir)).eval()
+    with torch.no_grad():
+        reloaded = loaded(**inputs, use_cache=False).logits
+    assert (trained - untouched).abs().max() > 1e-3  # training changed the model
+    torch.testing.assert_close(reloaded, trained, rtol=0, atol=1e-5)

@@ -1,0 +1,238 @@
+"""Held-out evaluation: mean token loss, and exact match of greedy answers.
+
+Each rank takes every `world`-th sample of `data.eval_mixture`. Exact match generates the last
+answer of each sample greedily and compares it with the reference after normalisation (case,
+surrounding spaces and final punctuation). Every rank runs the same number of batches and
+generation steps, padded where its shard is shorter, because under FSDP and ZeRO-3 each
+forward pass is a collective.
+
+`eval.json` in the run directory keeps the accuracy before training (step 0) and after the
+latest evaluation, with the chance level: the share of the most common reference answer,
+i.e. what a model that ignores the image could reach by always giving one answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from trainer import dist
+from trainer.loss import model_inputs, summed_cross_entropy, target_tokens
+from trainer.rundir import RunDir, write_json_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from launcher.spec import JobSpec
+    from trainer.models.families import Family
+    from trainer.strategies.base import Strategy
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = 8
+
+
+def normalise(answer: str) -> str:
+    return answer.strip().strip(string.punctuation + " ").casefold()
+
+
+@dataclass
+class EvalResult:
+    loss: float | None
+    correct: int
+    total: int
+    chance: float | None
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.total if self.total else None
+
+    def metrics(self) -> dict[str, float]:
+        out = {}
+        if self.loss is not None:
+            out["loss"] = self.loss
+        if self.accuracy is not None:
+            out["accuracy"] = self.accuracy
+        return out
+
+    def summary(self) -> str:
+        parts = []
+        if self.accuracy is not None:
+            parts.append(f"exact match {self.accuracy:.1%} ({self.correct}/{self.total})")
+        if self.chance is not None:
+            parts.append(f"chance {self.chance:.1%}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4f}")
+        return ", ".join(parts)
+
+
+def left_pad(prompts: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """One generation batch: sequence tensors left-padded, media tensors concatenated."""
+    import torch
+
+    from trainer.data.collate import _pad_cat
+    from trainer.data.encode import SEQ_KEYS
+
+    width = max(int(p["input_ids"].shape[1]) for p in prompts)
+    out: dict[str, torch.Tensor] = {}
+    for key in prompts[0]:
+        values = [p[key] for p in prompts]
+        if key in SEQ_KEYS:
+            rows = []
+            for v in values:
+                pad = v.new_full(
+                    (1, width - v.shape[1], *v.shape[2:]), pad_id if key == "input_ids" else 0
+                )
+                rows.append(torch.cat([pad, v], dim=1))
+            out[key] = torch.cat(rows, dim=0)
+        else:
+            out[key] = _pad_cat(values, 0) if len(values) > 1 else values[0]
+    if "attention_mask" not in out:
+        out["attention_mask"] = (out["input_ids"] != pad_id).long()
+    return out
+
+
+class Evaluator:
+    """Loss and exact match on the eval mixture; every rank calls `run()` together."""
+
+    def __init__(
+        self, spec: JobSpec, processor: Any, family: Family, strategy: Strategy, *, batch_size: int
+    ) -> None:
+        from trainer.data.build import build_eval_data
+
+        self.spec = spec
+        self.strategy = strategy
+        self.env = strategy.env
+        self.batch_size = max(1, batch_size)
+        self.data = build_eval_data(
+            spec,
+            processor,
+            family,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            micro_batch_size=self.batch_size,
+        )
+        tok = getattr(processor, "tokenizer", processor)
+        self.tokenizer = tok
+        self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        self.stop_ids = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
+        dataset = self.data.dataset
+        answers = [
+            s.turns[-1].text
+            for s in (dataset.sample(i) for i in range(len(dataset)))
+            if s.turns and s.turns[-1].role == "assistant"
+        ]
+        self.max_new_tokens = 2 + max(
+            (len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers), default=8
+        )
+        counts = Counter(normalise(a) for a in answers)
+        self.chance = max(counts.values()) / len(answers) if answers else None
+        n = len(dataset)
+        self.shard = list(range(self.env.rank, n, self.env.world_size))
+        self.rounds = math.ceil(math.ceil(n / self.env.world_size) / self.batch_size)
+
+    def run(self) -> EvalResult:
+        import torch
+
+        model = self.strategy.base_model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                loss = self._loss()
+                correct, total, examples = self._exact_match(model)
+        finally:
+            model.train(was_training)
+        correct_all, total_all = dist.all_reduce_sum([correct, total], self.env.device)
+        return EvalResult(loss, int(correct_all), int(total_all), self.chance, examples)
+
+    def _batches(self) -> list[list[int]]:
+        """This rank's index batches, padded to the same count on every rank (-1 = padding)."""
+        b = self.batch_size
+        out = [self.shard[i : i + b] for i in range(0, len(self.shard), b)]
+        while len(out) < self.rounds:
+            out.append([])
+        return out
+
+    def _loss(self) -> float | None:
+        strategy = self.strategy
+        data = self.data
+        loss_sum = 0.0
+        tokens = 0
+        for indices in self._batches():
+            real = [data.dataset[i] for i in indices] or [
+                data.dataset[self.shard[0] if self.shard else 0]
+            ]
+            batch = data.collator(real).inputs
+            with strategy.autocast():
+                inputs = model_inputs(batch, self.env.device, strategy.input_dtype())
+                logits = strategy.forward({**inputs, "use_cache": False}).logits
+                ce = summed_cross_entropy(logits, batch["labels"])
+            if indices:  # padding rounds only keep the collectives in step
+                loss_sum += float(ce)
+                tokens += target_tokens(batch["labels"])
+        total_loss, total_tokens = dist.all_reduce_sum([loss_sum, tokens], self.env.device)
+        return total_loss / total_tokens if total_tokens else None
+
+    def _exact_match(self, model: Any) -> tuple[int, int, list[dict[str, str]]]:
+        from trainer.data.build import generation_prompts
+
+        dataset = self.data.dataset
+        correct = total = 0
+        examples: list[dict[str, str]] = []
+        for indices in self._batches():
+            real = indices or [self.shard[0] if self.shard else 0]
+            prompts = list(generation_prompts(dataset, real))
+            batch = left_pad([p.inputs for p in prompts], self.pad_id)
+            inputs = model_inputs(batch, self.env.device, self.strategy.input_dtype())
+            with self.strategy.autocast():
+                out = model.generate(
+                    **inputs,
+                    do_sample=False,
+                    max_new_tokens=self.max_new_tokens,
+                    min_new_tokens=self.max_new_tokens,
+                    eos_token_id=None,
+                    pad_token_id=self.pad_id,
+                )
+            if not indices:
+                continue
+            new = out[:, inputs["input_ids"].shape[1] :].tolist()
+            for p, ids in zip(prompts, new, strict=True):
+                cut = next((k for k, t in enumerate(ids) if t in self.stop_ids), len(ids))
+                text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True)
+                ok = normalise(text) == normalise(p.answer)
+                correct += ok
+                total += 1
+                if len(examples) < EXAMPLES:
+                    examples.append({"reference": p.answer, "prediction": text})
+        return correct, total, examples
+
+    def record(self, run_dir: RunDir, result: EvalResult, *, before: bool, step: int) -> None:
+        """Merge this result into `<run>/eval.json` (rank 0)."""
+        path = run_dir.eval_file
+        data: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                data = {}
+        when = "before" if before else "after"
+        data.update(
+            {
+                f"accuracy_{when}": result.accuracy,
+                f"loss_{when}": result.loss,
+                f"step_{when}": step,
+                "chance": result.chance,
+                "num_samples": result.total,
+                "chance_definition": "share of the most common reference answer",
+                "metric": "exact match of the greedy answer (case and final punctuation ignored)",
+                f"examples_{when}": result.examples,
+            }
+        )
+        write_json_atomic(path, data)

@@ -1,0 +1,518 @@
+"""The fine-tuning loop: setup, train, save_checkpoint, cleanup (torchtune's recipe shape).
+
+Plain PyTorch, the same function in one process, under torchrun, and inside a Ray Train
+worker (`trainer.ray_host`): only the `Host` differs (where checkpoints go, what to resume).
+
+One optimizer step:
+  1. take `grad_accum_steps` micro batches; count their target tokens and all-reduce the count
+     (together with the stop flags, one collective);
+  2. forward/backward each micro batch with loss `sum(CE) * world / tokens_in_step`
+     (gradient sync only on the last micro batch);
+  3. clip, step the optimizer and the LR schedule;
+  4. log, checkpoint every `train.checkpoint_every` steps, or at a stop request.
+
+Exact resume: the data position is the optimizer step (the sampler's global order does not
+depend on the world size), the LR schedule and optimizer come from the checkpoint, and the
+RNGs are re-seeded at every step from (seed, step, rank) *after* the step's batches are
+fetched (a data loader draws from the RNG when an epoch starts), so a resumed run computes the
+same updates as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from launcher.errors import UserError
+from trainer import dist, faults
+from trainer.batches import loader_workers, micro_batches
+from trainer.checkpoint import TrainerState, load_weights, restore_training_state, spec_yaml
+from trainer.checkpoint import write_checkpoint as _write_checkpoint
+from trainer.host import Host, LocalHost
+from trainer.loss import model_inputs, summed_cross_entropy, target_tokens
+from trainer.rundir import RunDir, write_json_atomic
+from trainer.stop import StopRequest
+
+if TYPE_CHECKING:
+    from launcher.plan import Plan
+    from launcher.spec import JobSpec
+    from trainer.data.build import TrainData
+    from trainer.evaluate import Evaluator
+    from trainer.metrics import MetricsWriter
+    from trainer.progress import ProgressDisplay
+    from trainer.strategies.base import Strategy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    state: Literal["finished", "stopped"]
+    step: int
+    total_steps: int
+    run_dir: Path
+    loss: float | None
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The RNG seed of one rank's optimizer step (dropout etc.): resume-proof."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Recipe:
+    """One training run on this rank. `train(spec)` below is the whole life cycle."""
+
+    def __init__(self, spec: JobSpec, host: Host | None = None, *, quiet: bool = False) -> None:
+        self.spec = spec
+        self.host = host
+        self.quiet = quiet
+        self.run_dir = RunDir.for_spec(spec.output.dir, spec.name)
+        self.metrics: MetricsWriter | None = None
+        self.progress: ProgressDisplay | None = None
+        self.evaluator: Evaluator | None = None
+        self.last_loss: float | None = None
+        self.last_saved_step = -1
+
+    # ================================================================== setup
+
+    def setup(self) -> None:
+        from launcher.plan import make_plan
+        from launcher.profiles import resolve_world
+        from trainer.schedule import build_scheduler
+        from trainer.strategies import build_strategy
+
+        spec, tr = self.spec, self.spec.train
+        use_gpu = resolve_world(spec).profile.is_gpu
+        self.env = env = dist.init_distributed(use_gpu=use_gpu, timeout_minutes=tr.timeout_minutes)
+        self.plan: Plan = make_plan(spec, world_size=env.world_size)
+        self.batch = self.plan.batch
+        self.heartbeat = dist.Heartbeat(env.rank, env.world_size)
+        self.stop = StopRequest(self.run_dir, env.rank)
+        self.stop.install_signal_handlers()
+        if self.host is None:
+            self.host = LocalHost(self.run_dir, tr.keep_last, env.rank)
+        if env.is_main:
+            self.run_dir.path.mkdir(parents=True, exist_ok=True)
+            self.run_dir.spec_file.write_text(spec_yaml(spec))
+            write_json_atomic(self.run_dir.plan_file, self.plan.to_json())
+
+        with self.host.resume_from() as ckpt:
+            self.resume = TrainerState.read(ckpt) if ckpt is not None else None
+            self._check_resume()
+            seed_everything(tr.seed)
+            self.strategy: Strategy = build_strategy(
+                tr.strategy, env, self.plan.precision, tr, self.batch
+            )
+            if self.resume is not None:
+                self.strategy.check_resume(self.resume.world_size)
+            model, param_groups, layer_classes = self._build_model()
+            if ckpt is not None:
+                load_weights(model, ckpt)
+            self.strategy.prepare(model, param_groups, layer_classes=layer_classes)
+            self.train_data: TrainData = self._build_data()
+            self.total_steps = self._total_steps()
+            assert self.strategy.optimizer is not None
+            self.scheduler = build_scheduler(self.strategy.optimizer, tr, self.total_steps)
+            if ckpt is not None:
+                restore_training_state(ckpt, strategy=self.strategy, scheduler=self.scheduler)
+        self.start_step = self.resume.step if self.resume else 0
+        if self.resume is not None and self.resume.total_steps != self.total_steps:
+            logger.warning(
+                "the run had %d steps in total, this spec gives %d: the LR schedule is "
+                "recomputed for %d (the resume is not exact)",
+                self.resume.total_steps,
+                self.total_steps,
+                self.total_steps,
+            )
+        if self.resume is not None:
+            dist.log_rank_zero(
+                logger,
+                env.rank,
+                "resuming %s at step %d/%d (%d samples consumed; was %d ranks, now %d)",
+                spec.name,
+                self.start_step,
+                self.total_steps,
+                self.resume.samples_consumed,
+                self.resume.world_size,
+                env.world_size,
+            )
+        self._setup_observers()
+
+    def _check_resume(self) -> None:
+        saved = self.resume
+        if saved is None:
+            return
+        if saved.global_batch_size != self.batch.global_batch_size:
+            raise UserError(
+                f"run '{self.spec.name}' was trained with global batch "
+                f"{saved.global_batch_size}; this plan has {self.batch.global_batch_size}",
+                hint="keep train.global_batch_size (and batch_rounding) of the run, or give "
+                "the job a new name to start over",
+            )
+
+    def _build_model(self) -> tuple[Any, Any, tuple[type, ...]]:
+        import torch
+
+        from trainer.models.loading import load_model
+        from trainer.models.tuning import apply_tuning, param_groups
+
+        spec = self.spec
+        # Frozen weights in the compute dtype; what is trained is kept in fp32 (below).
+        weights = {"bf16": "bfloat16", "fp16": "float16"}.get(self.plan.precision, "float32")
+        loaded = load_model(spec.model, dtype=weights, tuning=spec.tuning)
+        if loaded.processor is None:
+            raise UserError(
+                f"model '{spec.model.name_or_path}' has no tokenizer or processor to encode "
+                "the training data with",
+                hint="use a model folder or hub id with its processor, or tiny:<family>",
+            )
+        self.processor = loaded.processor
+        self.family = loaded.family
+        model: Any
+        model, report = apply_tuning(
+            loaded.model,
+            loaded.family,
+            spec.tuning,
+            gradient_checkpointing=spec.train.gradient_checkpointing,
+        )
+        for p in model.parameters():
+            if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()  # fp32 master weights for the optimizer
+        self.tuning_report = report
+        if self.env.is_main:
+            report.save(self.run_dir.path)
+        tr = spec.train
+        names = set(loaded.family.layer_classes(model.config.to_dict()))
+        layer_classes = tuple({type(m) for m in model.modules() if type(m).__name__ in names})
+
+        def groups(wrapped: Any) -> list[dict[str, Any]]:
+            return param_groups(wrapped, report, lr=tr.lr, weight_decay=tr.weight_decay)
+
+        return model, groups, layer_classes
+
+    def _build_data(self) -> TrainData:
+        from trainer.data.build import build_train_data
+
+        return build_train_data(
+            self.spec,
+            self.processor,
+            self.family,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            micro_batch_size=self.batch.micro_batch_size,
+            global_batch_size=self.batch.global_batch_size,
+        )
+
+    def _total_steps(self) -> int:
+        tr = self.spec.train
+        if tr.max_steps is not None:
+            return tr.max_steps
+        return max(1, math.ceil(tr.epochs * self.train_data.sampler.steps_per_epoch))
+
+    def _setup_observers(self) -> None:
+        from trainer.evaluate import Evaluator
+        from trainer.metrics import MetricsWriter
+
+        if self.spec.data.eval_mixture is not None and self.processor is not None:
+            # No activations are kept for backward: a rank's whole step fits (capped).
+            per_device = self.batch.micro_batch_size * self.batch.grad_accum_steps
+            self.evaluator = Evaluator(
+                self.spec,
+                self.processor,
+                self.family,
+                self.strategy,
+                batch_size=min(32, per_device),
+            )
+        if not self.env.is_main:
+            return
+        self.metrics = MetricsWriter(self.run_dir, self.spec, start_step=self.start_step)
+        if self.resume is not None:
+            self.metrics.log(
+                {
+                    "kind": "resume",
+                    "step": self.start_step,
+                    "world_size": self.env.world_size,
+                    "grad_accum_steps": self.batch.grad_accum_steps,
+                    "micro_batch_size": self.batch.micro_batch_size,
+                }
+            )
+        self.run_dir.write_status("running", step=self.start_step, total_steps=self.total_steps)
+
+    # ================================================================== train
+
+    def train(self) -> TrainResult:
+        self.step = self.start_step
+        try:
+            return self._train()
+        except RuntimeError as e:
+            timeout = dist.explain_timeout(
+                e,
+                heartbeat=self.heartbeat,
+                step=self.step + 1,
+                timeout_minutes=self.spec.train.timeout_minutes,
+            )
+            if timeout is None:
+                raise
+            raise timeout from e
+
+    def _train(self) -> TrainResult:
+        spec, tr, env, batch = self.spec, self.spec.train, self.env, self.batch
+        if self.start_step == 0 and self.evaluator is not None:
+            self._evaluate(0, before=True)
+        if env.is_main and not self.quiet:
+            from trainer.progress import ProgressDisplay
+
+            self.progress = ProgressDisplay(
+                self.total_steps,
+                self.start_step,
+                every_steps=max(tr.log_every, self.total_steps // 20),
+            )
+        batches = micro_batches(
+            self.train_data,
+            start_step=self.start_step,
+            num_workers=loader_workers(spec.data, self._local_world_size()),
+            prefetch_factor=None
+            if spec.data.prefetch_factor == "auto"
+            else int(spec.data.prefetch_factor),
+            pin_memory=env.device.type == "cuda",
+        )
+        t_last = time.perf_counter()
+        step = self.start_step
+        stopped = False
+        while step < self.total_steps:
+            micro = [next(batches) for _ in range(batch.grad_accum_steps)]
+            seed_everything(step_seed(tr.seed, step, env.rank))  # after the data: see above
+            self.heartbeat.beat(step + 1)  # arrived at this step's first collective
+            local_targets = sum(target_tokens(m["labels"]) for m in micro)
+            tokens, stop_votes = self._all_reduce([local_targets, self.stop.local_flag()])
+            if stop_votes > 0:
+                stopped = True
+                break
+            loss_sum, input_tokens, grad_norm = self._optimizer_step(micro, tokens)
+            lr = self.scheduler.get_last_lr()[0]
+            self.scheduler.step()
+            step = self.step = step + 1
+            total_loss, total_inputs = self._all_reduce([loss_sum, input_tokens])
+            now = time.perf_counter()
+            elapsed, t_last = now - t_last, now
+            self.last_loss = total_loss / max(tokens, 1.0)
+            self._log(
+                {
+                    "kind": "train",
+                    "step": step,
+                    "loss": self.last_loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "target_tokens": int(tokens),
+                    "samples": step * batch.global_batch_size,
+                    "tokens_per_s": total_inputs / elapsed,
+                    "samples_per_s": batch.global_batch_size / elapsed,
+                    "step_time_s": elapsed,
+                    **self._memory(),
+                },
+                step,
+            )
+            faults.maybe_inject(self.run_dir, env.rank, step)
+            if step % tr.checkpoint_every == 0 or step == self.total_steps:
+                self.save_checkpoint(step)
+            if (
+                self.evaluator is not None
+                and tr.eval_every
+                and step % tr.eval_every == 0
+                and (step < self.total_steps)
+            ):
+                self._evaluate(step)
+        if stopped:
+            if self.last_saved_step != step:
+                self.save_checkpoint(step, stopped=True)
+            self._finish("stopped", step)
+            return TrainResult("stopped", step, self.total_steps, self.run_dir.path, self.last_loss)
+        if self.evaluator is not None:
+            self._evaluate(step)
+        self._export()
+        self._finish("finished", step)
+        return TrainResult("finished", step, self.total_steps, self.run_dir.path, self.last_loss)
+
+    def _optimizer_step(
+        self, micro: list[dict[str, Any]], tokens: float
+    ) -> tuple[float, int, float]:
+        """Forward/backward every micro batch, then update: (summed CE of this rank, its
+        input tokens, gradient norm). `tokens` = target tokens of the step on all ranks."""
+        strategy, device = self.strategy, self.env.device
+        scale = self.env.world_size / max(tokens, 1.0)
+        float_dtype = strategy.input_dtype()
+        loss_sum = 0.0
+        input_tokens = 0
+        for i, mb in enumerate(micro):
+            with strategy.micro_step(i == len(micro) - 1), strategy.autocast():
+                inputs = model_inputs(mb, device, float_dtype)
+                logits = strategy.forward({**inputs, "use_cache": False}).logits
+                ce = summed_cross_entropy(logits, mb["labels"])
+            strategy.backward(ce * scale)
+            loss_sum += float(ce.detach())
+            mask = mb.get("attention_mask")
+            input_tokens += int(mask.sum()) if mask is not None else int(mb["input_ids"].numel())
+        return loss_sum, input_tokens, strategy.step()
+
+    def _local_world_size(self) -> int:
+        import os
+
+        return int(os.environ.get("LOCAL_WORLD_SIZE", self.env.world_size))
+
+    def _all_reduce(self, values: list[float]) -> list[float]:
+        return dist.all_reduce_sum(values, self.env.device)
+
+    def _memory(self) -> dict[str, float]:
+        import torch
+
+        if self.env.device.type != "cuda":
+            return {}
+        peak = torch.cuda.max_memory_allocated(self.env.device) / 1024**3
+        torch.cuda.reset_peak_memory_stats(self.env.device)
+        return {"peak_mem_gib": peak}
+
+    def _log(self, record: dict[str, Any], step: int) -> None:
+        if not self.env.is_main:
+            return
+        if step % self.spec.train.log_every == 0 or step == self.total_steps:
+            assert self.metrics is not None
+            self.metrics.log(record)
+        if self.progress is not None:
+            self.progress.update(record)
+
+    def _evaluate(self, step: int, *, before: bool = False) -> None:
+        assert self.evaluator is not None
+        result = self.evaluator.run()
+        if not self.env.is_main:
+            return
+        record = {"kind": "eval", "step": step, **result.metrics()}
+        assert self.metrics is not None
+        self.metrics.log(record)
+        logger.info("held-out at step %d: %s", step, result.summary())
+        self.evaluator.record(self.run_dir, result, before=before, step=step)
+
+    # ================================================================== checkpoints
+
+    def save_checkpoint(self, step: int, *, stopped: bool = False) -> None:
+        """Every rank writes its part; the host commits it (rename, or Ray upload)."""
+        state = TrainerState(
+            step=step,
+            samples_consumed=step * self.batch.global_batch_size,
+            total_steps=self.total_steps,
+            global_batch_size=self.batch.global_batch_size,
+            micro_batch_size=self.batch.micro_batch_size,
+            grad_accum_steps=self.batch.grad_accum_steps,
+            world_size=self.env.world_size,
+            strategy=self.spec.train.strategy,
+            precision=self.plan.precision,
+            seed=self.spec.train.seed,
+            loss=self.last_loss,
+            stopped=stopped,
+        )
+
+        def write(folder: Path) -> None:
+            _write_checkpoint(
+                folder,
+                strategy=self.strategy,
+                scheduler=self.scheduler,
+                state=state,
+                spec=self.spec,
+                plan=self.plan,
+            )
+
+        assert self.host is not None
+        t0 = time.perf_counter()
+        self.host.save(step, write, {"step": step, "loss": self.last_loss or float("nan")})
+        self.last_saved_step = step
+        if self.env.is_main:
+            logger.info("checkpoint at step %d saved in %.1fs", step, time.perf_counter() - t0)
+            self.run_dir.write_status(
+                "running", step=step, total_steps=self.total_steps, checkpoint=asdict(state)
+            )
+
+    def _export(self) -> None:
+        from trainer.export import export_final
+
+        export_final(self.spec, self.strategy, self.run_dir)
+
+    def _finish(self, state: Literal["finished", "stopped"], step: int) -> None:
+        if not self.env.is_main:
+            return
+        from trainer.metrics import plot_loss
+
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        plot_loss(self.run_dir.metrics_file, self.run_dir.loss_plot)
+        self.run_dir.write_status(
+            state,
+            step=step,
+            total_steps=self.total_steps,
+            loss=self.last_loss,
+            reason=self.stop.reason,
+        )
+        if state == "stopped":
+            self.run_dir.clear_stop()
+            logger.warning(
+                "stopped at step %d/%d (%s); a checkpoint was saved: run the same "
+                "command again to resume",
+                step,
+                self.total_steps,
+                self.stop.reason,
+            )
+
+    # ================================================================== cleanup
+
+    def failed(self, error: BaseException) -> None:
+        """Record the failure in status.json (rank 0), keeping the last checkpoint's step."""
+        env = getattr(self, "env", None)
+        if env is None or not env.is_main or isinstance(error, KeyboardInterrupt):
+            return
+        extra: dict[str, Any] = {}
+        if isinstance(error, UserError):  # the driver re-raises it as the user's mistake
+            extra = {"user_error": error.render()}
+        with contextlib.suppress(OSError):
+            self.run_dir.write_status(
+                "failed",
+                step=max(self.last_saved_step, 0),
+                error=f"{type(error).__name__}: {error}"[:2000],
+                **extra,
+            )
+
+    def cleanup(self) -> None:
+        if hasattr(self, "stop"):
+            self.stop.restore_signal_handlers()
+        if self.progress is not None:
+            self.progress.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def train(spec: JobSpec, host: Host | None = None, *, quiet: bool = False) -> TrainResult:
+    """Run (or resume) the job `spec` on this rank; returns when finished or stopped."""
+    recipe = Recipe(spec, host, quiet=quiet)
+    try:
+        recipe.setup()
+        return recipe.train()
+    except BaseException as e:
+        recipe.failed(e)
+        raise
+    finally:
+        recipe.cleanup()

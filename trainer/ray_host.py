@@ -1,0 +1,365 @@
+"""Ray Train (2.60, "Train V2") hosts the loop: one `TorchTrainer` worker per device.
+
+- `ScalingConfig` from the plan: workers = world size, GPUs or CPUs per worker.
+- `RunConfig(name=spec.name, storage_path=output.dir)`: the run directory *is* Ray's
+  experiment folder, so running the same spec again resumes it (Train V2 has no
+  `resume_from_checkpoint`: a new `fit()` with the same name finds the checkpoint snapshot,
+  and the workers get the latest checkpoint from `ray.train.get_checkpoint()`).
+- `FailureConfig(max_failures=train.max_failures)`: a dead worker restarts the whole group
+  from the last checkpoint. `CheckpointConfig(num_to_keep=train.keep_last)`.
+- Checkpoints reach storage through `ray.train.report(metrics, checkpoint=...)`: each rank
+  hands over its part and Ray merges them into `<name>/checkpoint_NNNNNN/`; the ranks wait
+  until the controller has committed it (a SIGKILL right after a save must not lose it).
+
+The driver (`run_driver`) turns SIGINT / SIGTERM / SIGUSR1 into the run's STOP file: the
+workers checkpoint at the next step boundary and return, and the driver exits 75.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import UserError
+from trainer.host import WriteFn
+from trainer.rundir import RunDir, checkpoint_name, is_uri
+from trainer.stop import EXIT_STOPPED, STOP_SIGNALS
+
+if TYPE_CHECKING:
+    from launcher.plan import Plan
+    from launcher.spec import JobSpec
+
+logger = logging.getLogger(__name__)
+
+#: Environment variables handed to every worker when set in the driver's environment.
+PASSED_ENV = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "VLAUNCH_CACHE",
+    "TOKENIZERS_PARALLELISM",
+    "VLAUNCH_FAULT",
+    "DS_ACCELERATOR",
+    "NCCL_DEBUG",
+    "NCCL_SOCKET_IFNAME",
+    "GLOO_SOCKET_IFNAME",
+    "CUDA_DEVICE_MAX_CONNECTIONS",
+    "PYTORCH_CUDA_ALLOC_CONF",
+)
+
+
+class RayHost:
+    """The loop's host inside a Ray Train worker."""
+
+    name = "ray"
+
+    @contextlib.contextmanager
+    def resume_from(self) -> Iterator[Path | None]:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as folder:
+            yield Path(folder)
+
+    def save(self, step: int, write: WriteFn, metrics: dict[str, Any]) -> None:
+        import ray.train
+
+        tmp = Path(tempfile.mkdtemp(prefix=f"vlaunch-{checkpoint_name(step)}-"))
+        try:
+            write(tmp)
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
+                checkpoint_dir_name=checkpoint_name(step),
+            )
+            # The controller registers a report when it next polls the workers: a worker
+            # dying right after `report` would lose the checkpoint. Wait until committed.
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED
+            )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def worker_main(config: dict[str, Any]) -> None:
+    """The function every Ray Train worker runs: `trainer.loop.train`, except that a user
+    error during setup (bad data, model, batch: the same on every rank) ends the run instead
+    of being retried by `FailureConfig`; the driver reports it from status.json."""
+    import ray.train
+
+    from launcher.spec import spec_from_dict
+    from trainer.loop import Recipe
+
+    _worker_logging(ray.train.get_context().get_world_rank())
+    spec = spec_from_dict(config["spec"], check=False)
+    recipe = Recipe(spec, RayHost(), quiet=config["quiet"])
+    try:
+        try:
+            recipe.setup()
+        except UserError as e:
+            recipe.failed(e)
+            return
+        try:
+            recipe.train()
+        except BaseException as e:
+            recipe.failed(e)
+            raise
+    finally:
+        recipe.cleanup()
+
+
+def _worker_logging(rank: int) -> None:
+    """Workers are processes of their own: send vlaunch's lines to stderr (Ray forwards them
+    to the driver; INFO from rank 0, warnings from all); no weight-loading bars."""
+    import warnings
+
+    from ray.train.v2._internal.execution import context as ray_train_context
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft -> hf
+    hf_logging.disable_progress_bar()
+    # Ray Train logs every report at INFO, under a logger named by its file path.
+    logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
+    for name in ("trainer", "launcher"):
+        log = logging.getLogger(name)
+        if not log.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+            log.propagate = False
+
+
+def worker_env(spec: JobSpec) -> dict[str, str]:
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    env.update(spec.env)
+    return env
+
+
+def make_trainer(spec: JobSpec, plan: Plan, *, quiet: bool) -> Any:
+    """The `TorchTrainer` of a job (not started)."""
+    # Train V2's classes (mypy resolves `ray.train` to the V1 ones statically).
+    from ray.train.torch import TorchConfig
+    from ray.train.v2.api.config import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
+    from ray.train.v2.torch.torch_trainer import TorchTrainer
+
+    tr = spec.train
+    world = plan.world
+    on_gpu = world.profile.is_gpu
+    resources: dict[str, float] = {"CPU": float(cpus_per_worker(plan))}
+    if on_gpu:
+        resources["GPU"] = 1.0
+    return TorchTrainer(
+        worker_main,
+        train_loop_config={"spec": spec.model_dump(mode="json", by_alias=True), "quiet": quiet},
+        torch_config=TorchConfig(
+            backend="nccl" if on_gpu else "gloo", timeout_s=int(tr.timeout_minutes * 60)
+        ),
+        scaling_config=ScalingConfig(
+            num_workers=world.world_size, use_gpu=on_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=spec.name,
+            storage_path=spec.output.dir,
+            failure_config=FailureConfig(max_failures=tr.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=tr.keep_last),
+            worker_runtime_env={"env_vars": worker_env(spec)},
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+
+
+def cpus_per_worker(plan: Plan) -> int:
+    """CPUs for each worker (its data loading and threads) that every node can give: per GPU
+    on the GPU nodes, or the node's share on the `cpu` profile."""
+    import ray
+
+    alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if plan.world.profile.is_gpu:
+        shares = [r.get("CPU", 0.0) / r["GPU"] for r in alive if r.get("GPU", 0.0) >= 1]
+    else:
+        per_node = -(-plan.world.world_size // max(1, len(alive)))
+        shares = [r.get("CPU", 0.0) / per_node for r in alive if r.get("CPU", 0.0) >= 1]
+    return max(1, int(min(shares))) if shares else 1
+
+
+def absolute_output(spec: JobSpec) -> JobSpec:
+    """`output.dir` is relative to where the command runs; workers run elsewhere."""
+    if is_uri(spec.output.dir):
+        raise UserError(
+            f"output.dir={spec.output.dir}: object-store run directories are not supported yet",
+            hint="use a local or shared-filesystem path (on a cluster: one every node mounts)",
+        )
+    spec = spec.model_copy(deep=True)
+    spec.output.dir = str(Path(spec.output.dir).expanduser().absolute())
+    return spec
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def prepare_model(spec: JobSpec) -> None:
+    """Build a `tiny:<family>` model once here, not concurrently in every worker."""
+    name = spec.model.name_or_path
+    if name.startswith("tiny:"):
+        from trainer.models.loading import tiny_model_path
+
+        tiny_model_path(name.removeprefix("tiny:"))
+
+
+class _StopOnSignal:
+    """Driver side of a graceful stop: the first signal writes STOP, a second Ctrl-C aborts."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.run_dir = run_dir
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = name
+        self.run_dir.request_stop(f"{name} to the driver (pid {os.getpid()})")
+        print(
+            f"\n{name}: the workers will save a checkpoint at the next step and stop "
+            "(Ctrl-C again to abort without it)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+class _TailProgress(threading.Thread):
+    """Show the workers' progress in the driver by tailing metrics.jsonl."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        super().__init__(daemon=True, name="vlaunch-progress")
+        self.run_dir = run_dir
+        self.done = threading.Event()
+        self._display: Any = None
+
+    def run(self) -> None:
+        import json
+
+        from trainer.progress import ProgressDisplay
+
+        offset = (
+            self.run_dir.metrics_file.stat().st_size if (self.run_dir.metrics_file.exists()) else 0
+        )
+        while not self.done.wait(0.5):
+            status = self.run_dir.read_status() or {}
+            if self._display is None and status.get("state") == "running":
+                self._display = ProgressDisplay(
+                    int(status["total_steps"]), int(status["step"]), tty=True
+                )
+            try:
+                with self.run_dir.metrics_file.open() as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except OSError:
+                continue
+            lines = chunk.split("\n")
+            offset += len(chunk) - len(lines[-1])
+            for line in lines[:-1]:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("kind") == "train" and self._display is not None:
+                    self._display.update(record)
+        if self._display is not None:
+            self._display.close()
+
+
+def _fit_in_thread(trainer: Any) -> Any:
+    """`trainer.fit()` off the main thread: from the main thread, Ray Train installs a SIGINT
+    handler that aborts the run at once, where we want a checkpoint first. Signals still
+    reach our handlers, which run in the main thread while it waits here."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as e:  # re-raised in the main thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, name="vlaunch-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.5)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def run_driver(spec: JobSpec, plan: Plan) -> int:
+    """Run (or resume) `spec` on the connected Ray cluster: 0 finished, 75 stopped."""
+    from ray.train import TrainingFailedError
+
+    spec = absolute_output(spec)
+    prepare_model(spec)
+    run_dir = RunDir.for_spec(spec.output.dir, spec.name)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    run_dir.clear_stop()
+    tty = sys.stdout.isatty()
+    trainer = make_trainer(spec, plan, quiet=tty)
+    tail = _TailProgress(run_dir) if tty else None
+    started = time.monotonic()
+    with _StopOnSignal(run_dir):
+        if tail is not None:
+            tail.start()
+        try:
+            _fit_in_thread(trainer)
+        except TrainingFailedError as e:
+            run_dir.write_status("failed", error=str(e)[:2000])
+            print(f"training failed after {time.monotonic() - started:.0f}s:\n{e}", file=sys.stderr)
+            return 1
+        finally:
+            if tail is not None:
+                tail.done.set()
+                tail.join(timeout=5)
+    status = run_dir.read_status() or {}
+    if status.get("state") == "failed" and "user_error" in status:
+        raise UserError(str(status["user_error"]))
+    if status.get("state") == "stopped":
+        print(
+            f"stopped at step {status.get('step')}/{status.get('total_steps')}: a checkpoint "
+            f"is in {run_dir.path}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_STOPPED
+    return 0

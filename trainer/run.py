@@ -1,0 +1,57 @@
+"""`python -m trainer.run JOB.yaml [key=value ...]`: the loop without Ray.
+
+One process, or one per device under torchrun (`torchrun --nproc_per_node 2 -m trainer.run
+JOB.yaml`): the world size comes from torchrun's environment and overrides the spec's
+resources, and the run directory, checkpoints and resume are the same as with Ray. Exit 0
+when finished, 75 when stopped by a signal after saving a checkpoint, 2 on a user error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from launcher.errors import UserError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.run", description=__doc__)
+    parser.add_argument("job", metavar="JOB.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or lines")
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"[rank {rank}] %(message)s" if "WORLD_SIZE" in os.environ else "%(message)s",
+    )
+    from launcher.spec import load_spec
+    from trainer import dist
+    from trainer.loop import train
+    from trainer.stop import EXIT_STOPPED
+
+    try:
+        spec = load_spec(args.job, _world_overrides() + list(args.overrides))
+        result = train(spec, quiet=args.quiet)
+    except UserError as e:
+        print(f"error: {e.render()}", file=sys.stderr)
+        return e.exit_code
+    dist.destroy()  # not after a failure: tearing down a broken NCCL group can hang
+    return EXIT_STOPPED if result.state == "stopped" else 0
+
+
+def _world_overrides() -> list[str]:
+    """Under torchrun the launched world is the truth: plan for it."""
+    world = os.environ.get("WORLD_SIZE")
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    if world is None or local is None:
+        return []
+    nodes = max(1, int(world) // max(1, int(local)))
+    return [f"resources.nodes={nodes}", f"resources.gpus_per_node={local}"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

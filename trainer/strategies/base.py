@@ -1,0 +1,187 @@
+"""What every distribution strategy does for the loop, and the plain / DDP strategy.
+
+A strategy wraps the model, owns the optimizer step, and knows how to get full trainable
+weights and the optimizer state in and out of a checkpoint. The loop never branches on the
+strategy's name.
+
+Gradient averaging: DDP, FSDP and DeepSpeed all *average* gradients over ranks. The loop
+scales each micro batch's summed loss by `world_size / tokens_in_the_whole_step`, so the
+averaged gradient is the gradient of the mean token loss over every micro batch of every rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from launcher.spec import TrainSpec
+    from trainer.dist import DistEnv
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def build_optimizer(groups: list[dict[str, Any]], train: TrainSpec, *, fused: bool) -> Any:
+    import torch
+
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr, momentum=0.0)
+    kwargs: dict[str, Any] = {"lr": train.lr, "betas": tuple(train.betas), "eps": train.eps}
+    if fused:
+        kwargs["fused"] = True
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def dtype_of(precision: str) -> torch.dtype:
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+class Strategy:
+    """Plain PyTorch on one rank, or DDP on several; the base of the sharded strategies."""
+
+    name = "ddp"
+
+    def __init__(self, env: DistEnv, precision: str, train: TrainSpec) -> None:
+        self.env = env
+        self.precision = precision
+        self.train = train
+        self.model: nn.Module | None = None
+        self.unwrapped: nn.Module | None = None
+        """The model as built (no DDP/FSDP/DeepSpeed wrapper): names match the checkpoint."""
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def prepare(
+        self,
+        model: nn.Module,
+        param_groups: Callable[[nn.Module], list[dict[str, Any]]],
+        *,
+        layer_classes: tuple[type, ...] = (),
+    ) -> None:
+        """Move and wrap `model`, then build the optimizer over `param_groups(model)`."""
+        import torch
+        from torch.nn.parallel import DistributedDataParallel
+
+        model.to(self.env.device)
+        self.unwrapped = model
+        if self.env.distributed:
+            on_gpu = self.env.device.type == "cuda"
+            self.model = DistributedDataParallel(
+                model,
+                device_ids=[self.env.device] if on_gpu else None,
+                gradient_as_bucket_view=True,
+            )
+        else:
+            self.model = model
+        fused = self.env.device.type == "cuda"
+        self.optimizer = build_optimizer(param_groups(model), self.train, fused=fused)
+        if self.precision == "fp16":
+            self.scaler = torch.amp.GradScaler(self.env.device.type)
+
+    @property
+    def base_model(self) -> nn.Module:
+        assert self.unwrapped is not None, "prepare() first"
+        return self.unwrapped
+
+    # ------------------------------------------------------------------ step
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=dtype_of(self.precision))
+
+    @contextlib.contextmanager
+    def micro_step(self, is_last: bool) -> Iterator[None]:
+        """Context of one micro batch's forward+backward; syncs gradients on the last."""
+        model: Any = self.model
+        if is_last or not hasattr(model, "no_sync"):
+            yield
+        else:
+            with model.no_sync():
+                yield
+
+    def input_dtype(self) -> torch.dtype | None:
+        """Dtype for floating inputs (pixel values), when the weights themselves are half."""
+        return None
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        assert self.model is not None
+        return self.model(**batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        assert self.model is not None
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def step(self) -> float:
+        """Clip, update, zero the gradients; return the gradient norm before clipping."""
+        import torch
+
+        assert self.optimizer is not None
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = self.train.max_grad_norm or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm)
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    # ------------------------------------------------------------------ state
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Full trainable weights on CPU on rank 0 (empty elsewhere). Collective."""
+        if not self.env.is_main:
+            return {}
+        return {
+            name: p.detach().to("cpu", copy=True)
+            for name, p in self.base_model.named_parameters()
+            if p.requires_grad
+        }
+
+    def save_optimizer(self, folder: Path) -> None:
+        """Write the optimizer state into a checkpoint folder. Collective."""
+        import torch
+
+        assert self.optimizer is not None
+        if self.env.is_main:
+            state = {"optimizer": self.optimizer.state_dict()}
+            if self.scaler is not None:
+                state["scaler"] = self.scaler.state_dict()
+            torch.save(state, folder / OPTIMIZER_FILE)
+
+    def load_optimizer(self, folder: Path) -> None:
+        import torch
+
+        assert self.optimizer is not None
+        state = torch.load(folder / OPTIMIZER_FILE, map_location=self.env.device, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+    def check_resume(self, saved_world_size: int) -> None:
+        """Raise a user error if this strategy cannot resume state saved on another world."""

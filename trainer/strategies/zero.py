@@ -1,0 +1,176 @@
+"""DeepSpeed ZeRO-2, ZeRO-3 and ZeRO-3 with CPU offload (`offload`).
+
+The DeepSpeed config is generated from the spec and the plan (`deepspeed_config`), with the
+batch numbers of the plan exactly, so DeepSpeed's own batch check always agrees with ours.
+The optimizer is torch's AdamW with the tuning plan's parameter groups (per-module learning
+rates); the loop's LR schedule drives it. On CPU, DeepSpeed runs on its CPU accelerator with
+gloo.
+
+Checkpoints: the adapter and the other trainable weights are gathered in full (ZeRO-3
+partitions them) like every strategy; the ZeRO optimizer state (with fp32 master weights) is
+DeepSpeed's own per-rank files under `deepspeed/`, so a ZeRO run resumes on the same number
+of ranks only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import UserError
+from trainer.strategies.base import Strategy, build_optimizer
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from launcher.planner import BatchPlan
+    from launcher.spec import TrainSpec
+
+logger = logging.getLogger(__name__)
+
+DS_FOLDER = "deepspeed"
+DS_TAG = "state"
+
+
+def deepspeed_config(
+    strategy: str, precision: str, train: TrainSpec, batch: BatchPlan
+) -> dict[str, Any]:
+    """The DeepSpeed config of a job: ZeRO stage, offload, precision, batch, clipping."""
+    zero: dict[str, Any] = {"stage": 2 if strategy == "zero2" else 3}
+    if strategy == "offload":
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if zero["stage"] == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = False
+    return {
+        "train_batch_size": batch.global_batch_size,
+        "train_micro_batch_size_per_gpu": batch.micro_batch_size,
+        "gradient_accumulation_steps": batch.grad_accum_steps,
+        "gradient_clipping": train.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "auto_cast": False},
+        # torch's AdamW with our parameter groups, also when states live on the CPU
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _ensure_process_group() -> None:
+    """DeepSpeed needs a process group even on one rank."""
+    for key, value in (
+        ("RANK", "0"),
+        ("WORLD_SIZE", "1"),
+        ("LOCAL_RANK", "0"),
+        ("MASTER_ADDR", "127.0.0.1"),
+    ):
+        os.environ.setdefault(key, value)
+    if "MASTER_PORT" not in os.environ:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+
+
+class ZeroStrategy(Strategy):
+    def __init__(self, *args: Any, name: str, batch: BatchPlan, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = name
+        self.batch = batch
+        self.engine: Any = None
+
+    def prepare(
+        self,
+        model: nn.Module,
+        param_groups: Callable[[nn.Module], list[dict[str, Any]]],
+        *,
+        layer_classes: tuple[type, ...] = (),
+    ) -> None:
+        import deepspeed
+
+        if not self.env.distributed:
+            _ensure_process_group()
+        backend = "nccl" if self.env.device.type == "cuda" else "gloo"
+        deepspeed.init_distributed(dist_backend=backend)
+        if self.env.device.type == "cpu":
+            model.to("cpu")
+        config = deepspeed_config(self.name, self.precision, self.train, self.batch)
+        optimizer = build_optimizer(param_groups(model), self.train, fused=False)
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        self.engine = engine
+        self.unwrapped = engine.module
+        self.model = engine
+        self.optimizer = optimizer  # the LR schedule drives the base optimizer's groups
+
+    def autocast(self) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()  # DeepSpeed holds the weights in bf16/fp16 itself
+
+    def input_dtype(self) -> torch.dtype | None:
+        from trainer.strategies.base import dtype_of
+
+        return None if self.precision == "fp32" else dtype_of(self.precision)
+
+    def micro_step(self, is_last: bool) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()  # DeepSpeed counts micro steps itself
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # The loop normalises the loss over the whole step; no extra 1/accumulation.
+        self.engine.backward(loss, scale_wrt_gas=False)
+        self.engine.step()  # only updates at the accumulation boundary
+
+    def step(self) -> float:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        import deepspeed
+
+        params = [(n, p) for n, p in self.base_model.named_parameters() if p.requires_grad]
+        out: dict[str, torch.Tensor] = {}
+        with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=None):
+            if self.env.is_main:
+                out = {n: p.detach().to("cpu", copy=True) for n, p in params}
+        return out
+
+    def save_optimizer(self, folder: Path) -> None:
+        self.engine.save_checkpoint(
+            str(folder / DS_FOLDER),
+            tag=DS_TAG,
+            client_state={},
+            save_latest=False,
+            exclude_frozen_parameters=True,
+        )
+
+    def load_optimizer(self, folder: Path) -> None:
+        path, _ = self.engine.load_checkpoint(
+            str(folder / DS_FOLDER),
+            tag=DS_TAG,
+            load_module_strict=False,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+        )
+        if path is None:
+            raise UserError(
+                f"{folder / DS_FOLDER}: no DeepSpeed state to resume from",
+                hint="the checkpoint is incomplete; delete it to resume from the one before",
+            )
+
+    def check_resume(self, saved_world_size: int) -> None:
+        if saved_world_size != self.env.world_size:
+            raise UserError(
+                f"this {self.name} checkpoint was written by {saved_world_size} ranks; ZeRO "
+                f"optimizer states cannot be resumed on {self.env.world_size}",
+                hint=f"resume on {saved_world_size} devices, or use train.strategy=ddp or fsdp "
+                "(they resume on any number of devices)",
+            )
