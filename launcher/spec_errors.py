@@ -14,12 +14,12 @@ from launcher.specbase import Section
 _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "ACCESS_KEY")
 
 
-def _annotation_model(annotation: Any) -> type[Section] | None:
+def annotation_model(annotation: Any) -> type[Section] | None:
     """The Section class inside an annotation like `X | None` or `dict[str, X]`."""
     if isinstance(annotation, type) and issubclass(annotation, Section):
         return annotation
     for arg in typing.get_args(annotation):
-        found = _annotation_model(arg)
+        found = annotation_model(arg)
         if found is not None:
             return found
     return None
@@ -34,7 +34,7 @@ def _model_at(root: type[Section], loc: tuple[Any, ...]) -> type[Section] | None
         field = model.model_fields.get(key) if isinstance(key, str) else None
         if field is None:
             return model if i == len(loc) else None
-        inner = _annotation_model(field.annotation)
+        inner = annotation_model(field.annotation)
         origin = typing.get_origin(field.annotation)
         if origin is dict or (
             inner is not None

@@ -15,17 +15,31 @@ if TYPE_CHECKING:
     from launcher.spec import JobSpec
 
 
-def field_help(dotted: str) -> str:
-    """The schema description of a spec key, first sentence."""
+def _field(dotted: str) -> Any:
+    """The pydantic field of a dotted spec key."""
     from launcher.spec import JobSpec
+    from launcher.spec_errors import annotation_model
 
     model: Any = JobSpec
     parts = dotted.split(".")
     for part in parts[:-1]:
-        model = model.model_fields[part].annotation
-    field = model.model_fields[parts[-1]]
-    text = " ".join((field.description or "").split())
+        model = annotation_model(model.model_fields[part].annotation)
+    return model.model_fields[parts[-1]]
+
+
+def field_help(dotted: str) -> str:
+    """The schema description of a spec key, first sentence."""
+    text = " ".join((_field(dotted).description or "").split())
     return text.split(". ")[0].rstrip(".") + f" (= {dotted})"
+
+
+def _is_text(dotted: str) -> bool:
+    """Whether the key holds plain text (`str` or `str | None`), as opposed to YAML values."""
+    import typing
+
+    annotation = _field(dotted).annotation
+    args = set(typing.get_args(annotation)) - {type(None)} or {annotation}
+    return args == {str}
 
 
 def add_spec_flag(
@@ -59,8 +73,9 @@ def spec_flag_overrides(args: argparse.Namespace) -> list[str]:
     for key, value in vars(args).items():
         if key.startswith("_spec__") and value is not None:
             dotted = key[len("_spec__") :].replace("__", ".")
-            # strings stay strings (`--account 123` is the account "123", not a number)
-            text = json.dumps(value) if isinstance(value, str) else value
+            # text stays text (`--account 123` is the account "123", not a number); other
+            # keys take YAML (`--tolerations "[{key: a}]"`)
+            text = json.dumps(value) if isinstance(value, str) and _is_text(dotted) else value
             out.append(f"{dotted}={text}")
     return out
 
