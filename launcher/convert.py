@@ -56,11 +56,23 @@ IGNORED: dict[str, str] = {
 
 @dataclass
 class Conversion:
+    """The spec being built, and what became of every input key."""
+
     spec: dict[str, Any]
+    inputs: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    """normalised key -> (key as written, value)"""
     mapped: dict[str, str] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)
     unmapped: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.inputs[key][1] if key in self.inputs else default
+
+    def mark(self, key: str, target: str) -> None:
+        """Record that input `key` (normalised) was mapped to spec key `target`."""
+        if key in self.inputs:
+            self.mapped[self.inputs[key][0]] = target
 
 
 def _truthy(value: Any) -> bool:
@@ -255,7 +267,8 @@ def convert(
     """Map a flat settings dict onto a job-spec dict (not yet validated)."""
     norm: dict[str, tuple[str, Any]] = {normalise_key(k): (k, v) for k, v in settings.items()}
     spec: dict[str, Any] = {}
-    conv = Conversion(spec=spec)
+    conv = Conversion(spec=spec, inputs=norm)
+    get, mark = conv.get, conv.mark
     if nodes is None:
         nodes = int(_number(norm.get("nnodes", ("", 1))[1]))
     if gpus_per_node is None:
@@ -275,13 +288,6 @@ def convert(
             conv.mapped[original] = MAPPING[key].__doc__ or "(spec)"
         elif key not in _SPECIAL:
             conv.unmapped[original] = value
-
-    def get(key: str, default: Any = None) -> Any:
-        return norm[key][1] if key in norm else default
-
-    def mark(key: str, target: str) -> None:
-        if key in norm:
-            conv.mapped[norm[key][0]] = target
 
     # Batch: the global batch is the product; micro and accumulation stay explicit.
     world = nodes * gpus_per_node
@@ -343,8 +349,8 @@ def convert(
             mark("deepspeed", "train.strategy")
             break
 
-    _convert_tuning(norm, spec, conv, get, mark)
-    _convert_data(norm, spec, conv, get, mark)
+    _convert_tuning(conv)
+    _convert_data(conv)
 
     aspect = get("image_aspect_ratio")
     if aspect is not None:
@@ -374,13 +380,8 @@ def convert(
     return conv
 
 
-def _convert_tuning(
-    norm: dict[str, tuple[str, Any]],
-    spec: dict[str, Any],
-    conv: Conversion,
-    get: Callable[..., Any],
-    mark: Callable[[str, str], None],
-) -> None:
+def _convert_tuning(conv: Conversion) -> None:
+    norm, spec, get, mark = conv.inputs, conv.spec, conv.get, conv.mark
     from trainer.models.presets import PRESETS
 
     tuning = spec.setdefault("tuning", {})
@@ -443,13 +444,8 @@ def _convert_tuning(
             mark(key, f"tuning.lr_multipliers.{module}")
 
 
-def _convert_data(
-    norm: dict[str, tuple[str, Any]],
-    spec: dict[str, Any],
-    conv: Conversion,
-    get: Callable[..., Any],
-    mark: Callable[[str, str], None],
-) -> None:
+def _convert_data(conv: Conversion) -> None:
+    norm, spec, get, mark = conv.inputs, conv.spec, conv.get, conv.mark
     data = spec.setdefault("data", {})
     path = get("training_data_path")
     if path is not None:

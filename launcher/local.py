@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -31,24 +29,9 @@ logger = logging.getLogger(__name__)
 
 def local_gpu_count() -> int:
     """GPUs nvidia-smi lists (respecting CUDA_VISIBLE_DEVICES), without importing torch."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return 0
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    count = len([ln for ln in out.splitlines() if ln.strip()])
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        count = min(count, len([v for v in visible.split(",") if v.strip()]))
-    return count
+    from launcher.profiles import nvidia_smi
+
+    return len(nvidia_smi("index"))
 
 
 def plan_or_refuse(spec: JobSpec) -> Plan:

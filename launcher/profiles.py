@@ -169,26 +169,37 @@ def known_profile_names(extra_files: list[str] | tuple[str, ...] = ()) -> list[s
         return sorted([*BUILTIN, "cpu"])
 
 
-@functools.lru_cache(maxsize=1)
-def detect_local_profile() -> str:
-    """The built-in profile matching the local GPUs (nvidia-smi), else `cpu`."""
+def nvidia_smi(*fields: str) -> list[list[str]]:
+    """Rows of `nvidia-smi --query-gpu=<fields>` (no torch import); [] without NVIDIA GPUs.
+
+    Respects CUDA_VISIBLE_DEVICES by count (the first visible GPUs)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return "cpu"
+        return []
     try:
         out = subprocess.run(
-            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            [smi, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
-            timeout=10,
+            timeout=20,
             check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [[c.strip() for c in ln.split(",")] for ln in out.splitlines() if ln.strip()]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        rows = rows[: len([v for v in visible.split(",") if v.strip()])]
+    return rows
+
+
+@functools.lru_cache(maxsize=1)
+def detect_local_profile() -> str:
+    """The built-in profile matching the local GPUs (nvidia-smi), else `cpu`."""
+    rows = nvidia_smi("name", "memory.total")
+    if not rows:
         return "cpu"
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    if not lines:
-        return "cpu"
-    name, _, mem = lines[0].partition(",")
+    name, mem = rows[0][0], rows[0][1] if len(rows[0]) > 1 else "0"
     key = name.lower().replace("nvidia", "").replace("geforce", "").strip()
     table = {
         "rtx 3090 ti": "rtx3090ti",
