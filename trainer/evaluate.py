@@ -13,15 +13,18 @@ i.e. what a model that ignores the image could reach by always giving one answer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import string
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trainer import dist
+from trainer.dist import DistEnv
 from trainer.loss import model_inputs, summed_cross_entropy, target_tokens
 from trainer.rundir import RunDir, write_json_atomic
 
@@ -30,7 +33,6 @@ if TYPE_CHECKING:
 
     from launcher.spec import JobSpec
     from trainer.models.families import Family
-    from trainer.strategies.base import Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +100,63 @@ def left_pad(prompts: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, t
     return out
 
 
+class EvalTarget(Protocol):
+    """What the evaluator needs of the model: a `Strategy` in training, `LocalTarget` else."""
+
+    env: DistEnv
+
+    @property
+    def base_model(self) -> Any: ...
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    def input_dtype(self) -> torch.dtype | None: ...
+
+    def forward(self, batch: dict[str, Any]) -> Any: ...
+
+
+class LocalTarget:
+    """A loaded model in this process, outside training (`vlaunch eval`)."""
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        self.model = model
+        device = next(model.parameters()).device
+        self.env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device(device))
+
+    @property
+    def base_model(self) -> Any:
+        return self.model
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def input_dtype(self) -> torch.dtype | None:
+        return next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        return self.model(**batch)
+
+
 class Evaluator:
-    """Loss and exact match on the eval mixture; every rank calls `run()` together."""
+    """Loss and exact match on the eval mixture; every rank calls `run()` together.
+
+    Rank r of W evaluates samples r, r+W, r+2W, ... in batches of `batch_size`. `shards`
+    lets one process evaluate the shards of several ranks in turn (`vlaunch eval` replays a
+    run's evaluation batch for batch, so its numbers are reproduced exactly).
+    """
 
     def __init__(
-        self, spec: JobSpec, processor: Any, family: Family, strategy: Strategy, *, batch_size: int
+        self,
+        spec: JobSpec,
+        processor: Any,
+        family: Family,
+        strategy: EvalTarget,
+        *,
+        batch_size: int,
+        shards: Sequence[int] | None = None,
+        world_size: int | None = None,
     ) -> None:
         from trainer.data.build import build_eval_data
 
@@ -134,8 +188,10 @@ class Evaluator:
         counts = Counter(normalise(a) for a in answers)
         self.chance = max(counts.values()) / len(answers) if answers else None
         n = len(dataset)
-        self.shard = list(range(self.env.rank, n, self.env.world_size))
-        self.rounds = math.ceil(math.ceil(n / self.env.world_size) / self.batch_size)
+        world = world_size or self.env.world_size
+        ranks = shards if shards is not None else (self.env.rank,)
+        self.shards = [list(range(r, n, world)) for r in ranks]
+        self.rounds = math.ceil(math.ceil(n / world) / self.batch_size)
 
     def run(self) -> EvalResult:
         import torch
@@ -143,32 +199,42 @@ class Evaluator:
         model = self.strategy.base_model
         was_training = model.training
         model.eval()
+        loss_sum, tokens, correct, total = 0.0, 0, 0, 0
+        examples: list[dict[str, str]] = []
         try:
             with torch.no_grad():
-                loss = self._loss()
-                correct, total, examples = self._exact_match(model)
+                for shard in self.shards:
+                    shard_loss, shard_tokens = self._loss(shard)
+                    shard_correct, shard_total, shard_examples = self._exact_match(model, shard)
+                    loss_sum += shard_loss
+                    tokens += shard_tokens
+                    correct += shard_correct
+                    total += shard_total
+                    examples += shard_examples[: EXAMPLES - len(examples)]
         finally:
             model.train(was_training)
-        correct_all, total_all = dist.all_reduce_sum([correct, total], self.env.device)
+        loss_all, tokens_all, correct_all, total_all = dist.all_reduce_sum(
+            [loss_sum, tokens, correct, total], self.env.device
+        )
+        loss = loss_all / tokens_all if tokens_all else None
         return EvalResult(loss, int(correct_all), int(total_all), self.chance, examples)
 
-    def _batches(self) -> list[list[int]]:
-        """This rank's index batches, padded to the same count on every rank (-1 = padding)."""
+    def _batches(self, shard: list[int]) -> list[list[int]]:
+        """One shard's index batches, padded to the same count on every rank ([] = padding)."""
         b = self.batch_size
-        out = [self.shard[i : i + b] for i in range(0, len(self.shard), b)]
+        out = [shard[i : i + b] for i in range(0, len(shard), b)]
         while len(out) < self.rounds:
             out.append([])
         return out
 
-    def _loss(self) -> float | None:
+    def _loss(self, shard: list[int]) -> tuple[float, int]:
+        """(summed token loss, target tokens) of one shard."""
         strategy = self.strategy
         data = self.data
         loss_sum = 0.0
         tokens = 0
-        for indices in self._batches():
-            real = [data.dataset[i] for i in indices] or [
-                data.dataset[self.shard[0] if self.shard else 0]
-            ]
+        for indices in self._batches(shard):
+            real = [data.dataset[i] for i in indices] or [data.dataset[shard[0] if shard else 0]]
             batch = data.collator(real).inputs
             with strategy.autocast():
                 inputs = model_inputs(batch, self.env.device, strategy.input_dtype())
@@ -177,17 +243,16 @@ class Evaluator:
             if indices:  # padding rounds only keep the collectives in step
                 loss_sum += float(ce)
                 tokens += target_tokens(batch["labels"])
-        total_loss, total_tokens = dist.all_reduce_sum([loss_sum, tokens], self.env.device)
-        return total_loss / total_tokens if total_tokens else None
+        return loss_sum, tokens
 
-    def _exact_match(self, model: Any) -> tuple[int, int, list[dict[str, str]]]:
+    def _exact_match(self, model: Any, shard: list[int]) -> tuple[int, int, list[dict[str, str]]]:
         from trainer.data.build import generation_prompts
 
         dataset = self.data.dataset
         correct = total = 0
         examples: list[dict[str, str]] = []
-        for indices in self._batches():
-            real = indices or [self.shard[0] if self.shard else 0]
+        for indices in self._batches(shard):
+            real = indices or [shard[0] if shard else 0]
             prompts = list(generation_prompts(dataset, real))
             batch = left_pad([p.inputs for p in prompts], self.pad_id)
             inputs = model_inputs(batch, self.env.device, self.strategy.input_dtype())

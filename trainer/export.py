@@ -1,16 +1,21 @@
-"""The final export of a run: a clean `adapter/` (LoRA runs) or a full `model/`.
+"""Exports of a run: the final one the trainer writes, and `vlaunch export --merge`.
 
-`output.export`:
+`output.export` (at the end of training):
 - `adapter`: `<run>/adapter/` holds the PEFT adapter exactly as `PeftModel.save_pretrained`
   lays it out (modules trained next to LoRA, such as the projector, are inside it as PEFT
   `modules_to_save`), plus `non_lora_trainables.safetensors` when other weights were trained
-  (LayerNorm tuning), and a README saying how to load it. Full fine-tuning exports `model/`.
+  (LLaVA-NeXT's image_newline, a fully tuned language model), and a README saying how to load
+  it. Full fine-tuning exports `model/`.
 - `merged`: `<run>/model/`, a plain transformers model folder (LoRA merged in) with its
   processor, loadable with `from_pretrained` and no PEFT.
 - `none`: nothing beyond the checkpoints.
 
-The merged model is built on rank 0 from a fresh copy of the base model plus the trained
-weights, so no strategy ever has to gather the frozen weights.
+A merged model is built on rank 0 from a fresh copy of the base model plus the trained
+weights, so no strategy ever has to gather the frozen weights. The folder is what
+`AutoModelForImageTextToText.from_pretrained` / `AutoProcessor.from_pretrained` read: weights
+in safetensors, `config.json`, `generation_config.json`, the processor, tokenizer and chat
+template, and the run's spec as `vlaunch_spec.yaml` (read by `vlaunch infer`, ignored by
+transformers). Adapter-only exports are in `trainer.adapter_export`.
 """
 
 from __future__ import annotations
@@ -20,14 +25,33 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.checkpoint import ADAPTER_DIR, NON_LORA_FILE, is_peft, save_weights
+from launcher.errors import UserError
+from trainer.checkpoint import ADAPTER_DIR, NON_LORA_FILE, is_peft, save_weights, spec_yaml
+from trainer.trained import SPEC_FILE, Trained
 
 if TYPE_CHECKING:
-    from launcher.spec import JobSpec
+    from launcher.spec import JobSpec, ModelSpec
     from trainer.rundir import RunDir
     from trainer.strategies.base import Strategy
 
 logger = logging.getLogger(__name__)
+
+#: Files of a base model folder that belong to its processor, tokenizer or generation setup.
+PROCESSOR_FILES = (
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
 
 
 def export_final(spec: JobSpec, strategy: Strategy, run_dir: RunDir) -> Path | None:
@@ -50,44 +74,126 @@ def export_final(spec: JobSpec, strategy: Strategy, run_dir: RunDir) -> Path | N
         (staging / ADAPTER_DIR / "README.md").write_text(
             adapter_readme(spec, out, has_non_lora=has_non_lora)
         )
-        _replace(staging / ADAPTER_DIR, out)
+        (staging / ADAPTER_DIR / SPEC_FILE).write_text(spec_yaml(spec))
+        replace_dir(staging / ADAPTER_DIR, out)
     else:
         out = run_dir.model_dir
         merged = staging / "model"
-        merge_into_base(spec, staging, merged)
-        (merged / "README.md").write_text(model_readme(spec, out))
-        _replace(merged, out)
+        merge_into_base(spec, staging, merged, final=out)
+        replace_dir(merged, out)
     shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s", out)
     return out
 
 
-def merge_into_base(spec: JobSpec, weights: Path, out: Path) -> None:
-    """A fresh base model + the trained weights of `weights/` (LoRA merged), saved to `out`."""
-    from safetensors.torch import load_file
-
-    from trainer.models.loading import load_model
-
-    loaded = load_model(spec.model, dtype="float32")
-    model: Any = loaded.model
+def merge_into_base(spec: JobSpec, weights: Path, out: Path, *, final: Path | None = None) -> None:
+    """A fresh base model + the trained weights of `weights/` (LoRA merged), saved to `out`
+    (`final`: where the folder ends up, for its README)."""
     adapter = weights / ADAPTER_DIR
-    if adapter.is_dir():
-        from peft import PeftModel
+    non_lora = weights / NON_LORA_FILE
+    trained = Trained(
+        "checkpoint",
+        weights,
+        spec,
+        adapter=adapter if adapter.is_dir() else None,
+        non_lora=non_lora if non_lora.is_file() else None,
+    )
+    write_merged(trained, out, final=final)
 
-        model = PeftModel.from_pretrained(model, str(adapter))
-    if (weights / NON_LORA_FILE).is_file():
-        result = model.load_state_dict(load_file(str(weights / NON_LORA_FILE)), strict=False)
-        if result.unexpected_keys:
-            raise RuntimeError(f"trained weights not in the model: {result.unexpected_keys[:5]}")
-    if adapter.is_dir():
-        model = model.merge_and_unload()
+
+def export_merged(trained: Trained, out: Path, *, dtype: str = "auto", force: bool = False) -> Path:
+    """`vlaunch export --merge OUT`: a standalone transformers model folder at `out`."""
+    out = out.expanduser().absolute()
+    check_output(out, force=force)
+    staging = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        write_merged(trained, staging, dtype=dtype, final=out)
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def write_merged(
+    trained: Trained, out: Path, *, dtype: str = "auto", final: Path | None = None
+) -> None:
+    """Base + trained weights, LoRA merged, saved with processor and generation config."""
+    import torch
+
+    from trainer.trained import load_trained
+
+    loaded = load_trained(trained, dtype="float32", merge=True)  # merge in fp32
+    model: Any = loaded.model
+    if is_peft(model):
+        raise AssertionError("merge_and_unload left a PeftModel")
+    leftovers = [n for n, _ in model.named_parameters() if "lora_" in n or "modules_to_save" in n]
+    assert not leftovers, leftovers[:5]
+    target = _export_dtype(trained.base_model_spec(), dtype)
+    model.to(getattr(torch, target))
+    out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
-    if loaded.processor is not None:
-        loaded.processor.save_pretrained(str(out))
+    loaded.processor.save_pretrained(str(out))
+    _copy_processor_files(trained.base_model_spec(), out)
+    if trained.spec is not None:
+        (out / SPEC_FILE).write_text(spec_yaml(trained.spec))
+        (out / "README.md").write_text(model_readme(trained.spec, final or out))
 
 
-def _replace(src: Path, dst: Path) -> None:
-    """Move a finished export into place (an older export of the run is replaced)."""
+def check_output(out: Path, *, force: bool) -> None:
+    """Refuse to write into a non-empty folder (or over a file) unless `force`."""
+    if out.is_file():
+        raise UserError(f"{out} is a file", hint="give a folder path for the export")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(
+            f"{out} exists and is not empty",
+            hint="choose a new folder, or pass --force to replace it",
+        )
+
+
+def _export_dtype(base: ModelSpec, dtype: str) -> str:
+    """`auto`: the dtype the base checkpoint is stored in (float32 when it does not say)."""
+    if dtype != "auto":
+        return dtype
+    from trainer.models.configs import model_config_dict
+
+    try:
+        config = model_config_dict(base_path(base), revision=base.revision)
+    except UserError:
+        return "float32"
+    text = config.get("text_config") or {}
+    found = config.get("dtype") or config.get("torch_dtype") or text.get("dtype")
+    return found if found in ("float32", "bfloat16", "float16") else "float32"
+
+
+def base_folder(base: ModelSpec) -> Path | None:
+    """The local folder of the base model (a folder, tiny:<family>, or the HF cache)."""
+    name = base_path(base)
+    if Path(name).is_dir():
+        return Path(name)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json", revision=base.revision)
+    except Exception:  # not a valid repo id: no folder
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _copy_processor_files(base: ModelSpec, out: Path) -> None:
+    """Processor files of the base that the saved processor did not write (e.g. a video
+    processor vlaunch loads without, because it needs torchvision)."""
+    folder = base_folder(base)
+    if folder is None:
+        return
+    for name in PROCESSOR_FILES:
+        src = folder / name
+        if src.is_file() and not (out / name).exists():
+            shutil.copyfile(src, out / name)
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished export into place (an older one is replaced)."""
     old = dst.with_name(dst.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if dst.exists():
@@ -96,8 +202,9 @@ def _replace(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _base_reference(spec: JobSpec) -> str:
-    name = spec.model.name_or_path
+def base_path(base: ModelSpec) -> str:
+    """The hub id or folder of a base model (`tiny:<family>` resolved to its folder)."""
+    name = base.name_or_path
     if name.startswith("tiny:"):
         from trainer.models.loading import tiny_model_path
 
@@ -105,8 +212,13 @@ def _base_reference(spec: JobSpec) -> str:
     return name
 
 
+def base_reference(spec: JobSpec) -> str:
+    """What an adapter's `base_model_name_or_path` should say: the hub id or folder."""
+    return base_path(spec.model)
+
+
 def adapter_readme(spec: JobSpec, out: Path, *, has_non_lora: bool) -> str:
-    base = _base_reference(spec)
+    base = base_reference(spec)
     extra = (
         "\n# This run also trained weights outside LoRA and modules_to_save:\n"
         "from safetensors.torch import load_file\n"
@@ -128,8 +240,9 @@ model = PeftModel.from_pretrained(base, "{out}")
 processor = AutoProcessor.from_pretrained("{base}")
 {extra if has_non_lora else ""}```
 
-To get a plain model without PEFT: `model = model.merge_and_unload()`, then
-`model.save_pretrained(...)` (or train with `output.export: merged`).
+Or with vlaunch: `vlaunch infer {out} --image IMG --prompt "..."`; a plain model without
+PEFT: `vlaunch export RUN_DIR --merge OUT`. `{SPEC_FILE}` is the run's job spec (the chat
+and media options `vlaunch infer` prompts with).
 """
 
 
@@ -145,4 +258,6 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 model = AutoModelForImageTextToText.from_pretrained("{out}")
 processor = AutoProcessor.from_pretrained("{out}")
 ```
+
+`{SPEC_FILE}` is the run's job spec (the chat and media options `vlaunch infer` uses).
 """

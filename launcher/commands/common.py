@@ -35,11 +35,13 @@ def field_help(dotted: str) -> str:
 
 def _is_text(dotted: str) -> bool:
     """Whether the key holds plain text (`str` or `str | None`), as opposed to YAML values."""
+    import types
     import typing
 
     annotation = _field(dotted).annotation
-    args = set(typing.get_args(annotation)) - {type(None)} or {annotation}
-    return args == {str}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set(typing.get_args(annotation)) - {type(None)} == {str}
+    return annotation is str
 
 
 def add_spec_flag(

@@ -143,10 +143,10 @@ def test_every_option_has_a_flag() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--namespace", "ml"], ["k8s.namespace=ml"]),
+        (["--namespace", "ml"], ['k8s.namespace="ml"']),
         (["--kuberay"], ["k8s.kuberay.enabled=true"]),
         (["--no-volume"], ["k8s.volume.enabled=false"]),
-        (["--volume-existing-claim", "ckpt"], ["k8s.volume.existing_claim=ckpt"]),
+        (["--volume-existing-claim", "ckpt"], ['k8s.volume.existing_claim="ckpt"']),
         (["--hf-token", "hf:token"], ["k8s.hf_token=hf:token"]),
         (
             ["--tolerations", "[{key: a, operator: Exists}]"],

@@ -1,0 +1,58 @@
+"""Fixtures of the after-training tests: one demo-like run per session, tiny-model runs.
+
+The demo-like run is the demo's job made smaller (tiny LLaVA, `lora_llm`, 160 shapes images,
+50 steps of 16, two CPU ranks under torchrun with DDP, held-out evaluation before and after):
+it learns the colour question well above chance but not perfectly, so an evaluation that
+differs in any way from the run's own would show.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.helpers import explain, make_shapes, run_trainer, write_job
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tiny models are built into this session's own cache (children inherit it)."""
+    old = os.environ.get("VLAUNCH_CACHE")
+    os.environ["VLAUNCH_CACHE"] = str(tmp_path_factory.mktemp("vlaunch-cache"))
+    from trainer.models.loading import tiny_model_path
+
+    tiny_model_path("llava")
+    yield
+    if old is None:
+        os.environ.pop("VLAUNCH_CACHE", None)
+    else:
+        os.environ["VLAUNCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_shapes(tmp_path_factory.mktemp("shapes"), train=160, eval_=40)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, shapes: Path) -> Path:
+    """A finished demo-like run directory (trained once per session)."""
+    folder = tmp_path_factory.mktemp("demo")
+    job = write_job(
+        folder,
+        shapes,
+        name="demo",
+        data={"eval_mixture": "shapes_eval"},
+        train={
+            "max_steps": 50,
+            "checkpoint_every": 25,
+            "global_batch_size": 16,
+            "micro_batch_size": 8,
+        },
+    )
+    proc = run_trainer(job, nproc=2)
+    assert proc.returncode == 0, explain(proc)
+    return folder / "runs" / "demo"
