@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from launcher.errors import UserError
 from launcher.estimator import MemoryEstimate, Shape, TrainingSetup, estimate
+from launcher.host_memory import HostMemoryEstimate, estimate_host_memory
 from launcher.planner import BatchPlan, resolve_batch
 from launcher.profiles import World, resolve_world
 
@@ -32,10 +33,13 @@ class Plan:
     memory: MemoryEstimate | None
     family: str | None
     notes: list[str] = field(default_factory=list)
+    host_memory: HostMemoryEstimate | None = None
+    """Host RAM of the (head) node, by part (launcher/host_memory.py)."""
 
     @property
     def fits(self) -> bool:
-        return self.memory is None or self.memory.fits
+        device = self.memory is None or self.memory.fits
+        return device and (self.host_memory is None or self.host_memory.fits)
 
     def to_json(self) -> dict[str, Any]:
         b = self.batch
@@ -53,6 +57,7 @@ class Plan:
             "family": self.family,
             "fits": self.fits,
             "memory": self.memory.to_json() if self.memory else None,
+            "host_memory": self.host_memory.to_json() if self.host_memory else None,
             "notes": [*b.notes, *self.notes],
         }
 
@@ -217,6 +222,21 @@ def make_plan(
     memory = memory_for(batch.micro_batch_size) if facts is not None else None
     if memory is not None and not memory.fits:
         notes.append(_does_not_fit_advice(spec, memory))
+    host = None
+    if facts is not None:
+        from trainer.models.families import get_family
+
+        host = estimate_host_memory(
+            spec,
+            world,
+            facts.table,
+            facts.shape,
+            training_setup(spec, facts, world, precision, batch.micro_batch_size),
+            memory,
+            supports_video=get_family(facts.family).supports_video,
+        )
+        if not host.fits:
+            notes.append(_host_does_not_fit(host))
     return Plan(
         name=spec.name,
         world=world,
@@ -225,6 +245,16 @@ def make_plan(
         memory=memory,
         family=facts.family if facts is not None else spec.model.family,
         notes=notes,
+        host_memory=host,
+    )
+
+
+def _host_does_not_fit(host: HostMemoryEstimate) -> str:
+    gib = 1024**3
+    return (
+        f"host memory does not fit: {host.total / gib:.1f} GiB predicted per node (peak while "
+        f"{host.peak_phase}) > {host.usable / gib:.1f} GiB usable of {host.node_ram / gib:.1f} "
+        "GiB RAM; try " + "; or ".join(host.advice)
     )
 
 

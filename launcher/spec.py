@@ -51,6 +51,11 @@ class ModelSpec(Section):
     """Allow model code from the hub (off: only transformers' own classes are used)."""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     """Attention kernel."""
+    adapter: str | None = None
+    """Continue training: a LoRA adapter folder or a finished run directory whose LoRA (and
+    other saved trained weights, such as the projector) this run starts from, then trains on
+    this spec's data. The tuning must train at least what the adapter holds (same LoRA r,
+    alpha and targets); a new name starts a new run."""
 
 
 # --------------------------------------------------------------------------- data
@@ -119,6 +124,9 @@ class DataSpec(Section):
     """Data-loader worker processes per rank (`auto`: from cores and host RAM)."""
     prefetch_factor: PositiveInt | Auto = "auto"
     """Batches prefetched per worker (`auto`: from host RAM)."""
+    worker_memory_mib: PositiveInt | Auto = "auto"
+    """Host RAM one data-loader worker uses, for `vlaunch plan` and `auto` workers (`auto`:
+    a base plus the batches it has in flight; see docs/host-memory.md)."""
     system_prompt: str | None = None
     """System prompt for samples that have none."""
     image: ImageOptions = Field(default_factory=ImageOptions)
@@ -432,6 +440,8 @@ def _resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
     spec = spec.model_copy(deep=True)
     if _is_local_path(spec.model.name_or_path):
         spec.model.name_or_path = _resolve(base, spec.model.name_or_path)
+    if spec.model.adapter is not None:
+        spec.model.adapter = _resolve(base, spec.model.adapter)
     spec.data.registry = [_resolve(base, r) for r in spec.data.registry]
     spec.resources.profiles = [_resolve(base, r) for r in spec.resources.profiles]
     for entry in spec.data.datasets.values():

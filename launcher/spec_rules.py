@@ -62,6 +62,15 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
                     f"remove it, or train the {module}",
                 )
             )
+    if spec.model.adapter is not None and not t.uses_lora():
+        out.append(
+            Problem(
+                "model.adapter",
+                "an adapter to continue from is given but the tuning trains no LoRA",
+                "tune the modules the adapter holds with LoRA (e.g. tuning.preset=lora_llm), "
+                "or, to continue a full fine-tuning, set model.name_or_path to its model/",
+            )
+        )
     if t.lora.vision_target_modules is not None and modes["vision_tower"] != "lora":
         out.append(
             Problem(

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from launcher.errors import UserError
 from trainer import dist, faults
-from trainer.batches import loader_workers, micro_batches
+from trainer.batches import micro_batches
 from trainer.checkpoint import TrainerState, load_weights, restore_training_state, spec_yaml
 from trainer.checkpoint import write_checkpoint as _write_checkpoint
 from trainer.host import Host, LocalHost
+from trainer.hostmem import HostMemoryGuard
 from trainer.loss import model_inputs, summed_cross_entropy, target_tokens
 from trainer.rundir import RunDir, write_json_atomic
 from trainer.stop import StopRequest
@@ -102,6 +103,7 @@ class Recipe:
         use_gpu = resolve_world(spec).profile.is_gpu
         self.env = env = dist.init_distributed(use_gpu=use_gpu, timeout_minutes=tr.timeout_minutes)
         self.plan: Plan = make_plan(spec, world_size=env.world_size)
+        self.host_memory = HostMemoryGuard.for_plan(env, self.plan, tr.strategy).start()
         self.batch = self.plan.batch
         self.heartbeat = dist.Heartbeat(env.rank, env.world_size)
         self.stop = StopRequest(self.run_dir, env.rank)
@@ -125,6 +127,10 @@ class Recipe:
             model, param_groups, layer_classes = self._build_model()
             if ckpt is not None:
                 load_weights(model, ckpt)
+            elif spec.model.adapter is not None:  # continue training from an adapter
+                from trainer.continue_from import init_from_adapter
+
+                init_from_adapter(model, spec.model.adapter)
             self.strategy.prepare(model, param_groups, layer_classes=layer_classes)
             self.train_data: TrainData = self._build_data()
             self.total_steps = self._total_steps()
@@ -168,15 +174,16 @@ class Recipe:
             )
 
     def _build_model(self) -> tuple[Any, Any, tuple[type, ...]]:
-        import torch
-
+        from trainer.models.deferred import trainable_fp32
         from trainer.models.loading import load_model
         from trainer.models.tuning import apply_tuning, param_groups
 
         spec = self.spec
         # Frozen weights in the compute dtype; what is trained is kept in fp32 (below).
         weights = {"bf16": "bfloat16", "fp16": "float16"}.get(self.plan.precision, "float32")
-        loaded = load_model(spec.model, dtype=weights, tuning=spec.tuning)
+        loaded = load_model(
+            spec.model, dtype=weights, tuning=spec.tuning, low_memory=self.strategy.loads_shards
+        )
         if loaded.processor is None:
             raise UserError(
                 f"model '{spec.model.name_or_path}' has no tokenizer or processor to encode "
@@ -192,9 +199,9 @@ class Recipe:
             spec.tuning,
             gradient_checkpointing=spec.train.gradient_checkpointing,
         )
-        for p in model.parameters():
-            if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
-                p.data = p.data.float()  # fp32 master weights for the optimizer
+        # fp32 master weights for the optimizer (read now if a checkpoint or an adapter is
+        # loaded into them next; else, under low-memory loading, later, shard by shard)
+        trainable_fp32(model, materialize=self.resume is not None or spec.model.adapter is not None)
         self.tuning_report = report
         if self.env.is_main:
             report.save(self.run_dir.path)
@@ -273,6 +280,8 @@ class Recipe:
             raise timeout from e
 
     def _train(self) -> TrainResult:
+        from trainer.data.build import loader_settings
+
         spec, tr, env, batch = self.spec, self.spec.train, self.env, self.batch
         if self.start_step == 0 and self.evaluator is not None:
             self._evaluate(0, before=True)
@@ -287,10 +296,7 @@ class Recipe:
         batches = micro_batches(
             self.train_data,
             start_step=self.start_step,
-            num_workers=loader_workers(spec.data, self._local_world_size()),
-            prefetch_factor=None
-            if spec.data.prefetch_factor == "auto"
-            else int(spec.data.prefetch_factor),
+            **loader_settings(spec, self.plan, self._local_world_size(), env.rank),
             pin_memory=env.device.type == "cuda",
         )
         t_last = time.perf_counter()
@@ -379,14 +385,15 @@ class Recipe:
     def _all_reduce(self, values: list[float]) -> list[float]:
         return dist.all_reduce_sum(values, self.env.device)
 
-    def _memory(self) -> dict[str, float]:
+    def _memory(self) -> dict[str, Any]:
         import torch
 
+        host = self.host_memory.record()  # collective: every rank, every step
         if self.env.device.type != "cuda":
-            return {}
+            return host
         peak = torch.cuda.max_memory_allocated(self.env.device) / 1024**3
         torch.cuda.reset_peak_memory_stats(self.env.device)
-        return {"peak_mem_gib": peak}
+        return {"peak_mem_gib": peak, **host}
 
     def _log(self, record: dict[str, Any], step: int) -> None:
         if not self.env.is_main:
@@ -497,6 +504,8 @@ class Recipe:
             )
 
     def cleanup(self) -> None:
+        if hasattr(self, "host_memory"):
+            self.host_memory.stop()
         if hasattr(self, "stop"):
             self.stop.restore_signal_handlers()
         if self.progress is not None:

@@ -90,13 +90,11 @@ class MetricsWriter:
         """One record: `step` and `kind` plus numbers."""
         self._file.write(json.dumps(record) + "\n")
         step = int(record["step"])
+        kind = record.get("kind", "train")
         numbers = {
-            f"{record.get('kind', 'train')}/{k}": float(v)
-            for k, v in record.items()
-            if isinstance(v, int | float)
-            and not isinstance(v, bool)
-            and k != "step"
-            and math.isfinite(float(v))
+            f"{kind}/{k}": float(v)
+            for k, v in _scalars(record).items()
+            if k != "step" and math.isfinite(float(v))
         }
         if self._tb is not None:
             for key, value in numbers.items():
@@ -116,6 +114,18 @@ class MetricsWriter:
             self._wandb.finish()
         if self._mlflow is not None:
             self._mlflow.end_run()
+
+
+def _scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a record; a list of numbers (one per rank, e.g. `host_rss_gib_per_rank`)
+    becomes `key/0`, `key/1`, ..."""
+    out: dict[str, float] = {}
+    for k, v in record.items():
+        values = list(enumerate(v)) if isinstance(v, list) else [(None, v)]
+        for i, x in values:
+            if isinstance(x, int | float) and not isinstance(x, bool):
+                out[k if i is None else f"{k}/{i}"] = float(x)
+    return out
 
 
 def _import_optional(module: str, key: str) -> Any:

@@ -1,17 +1,18 @@
 """`vlaunch plan JOB.yaml [--nodes N] [--gpus-per-node G] [--profile P] [--json]`.
 
-Exit status: 0 when the plan fits, 1 when the memory prediction does not fit (the reason and
-the fixes are printed), 2 for an invalid spec or an impossible batch.
+Exit status: 0 when the plan fits, 1 when the device or the host memory prediction does not
+fit (the reason and the fixes are printed), 2 for an invalid spec or an impossible batch.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from launcher.commands.common import add_job_argument, add_resource_flags, load_job, print_json
 
 if TYPE_CHECKING:
+    from launcher.host_memory import HostMemoryEstimate
     from launcher.plan import Plan
     from launcher.spec import JobSpec
 
@@ -87,6 +88,30 @@ def render(spec: JobSpec, plan: Plan) -> None:
             "verdict",
             verdict + f" ({_gib(m.usable - m.total)} headroom left)" if m.fits else verdict,
         )
+    if plan.host_memory is not None:
+        _host_rows(table, plan.host_memory)
     for note in [*b.notes, *plan.notes]:
         table.add_row("note", note)
     Console().print(table)
+
+
+def _host_rows(table: Any, h: HostMemoryEstimate) -> None:
+    parts = ", ".join(f"{k.replace('_', ' ')} {_gib(v)}" for k, v in h.parts.items() if v)
+    table.add_row("host memory per node", parts)
+    table.add_row(
+        "host predicted",
+        f"{_gib(h.total)} of {_gib(h.node_ram)} RAM ({_gib(h.usable)} usable); loading "
+        f"{_gib(h.loading)}, training {_gib(h.training)}; low-memory loading "
+        + ("on" if h.low_memory_loading else "off"),
+    )
+    loader = h.loader
+    table.add_row(
+        "data loader per rank",
+        f"{loader.num_workers} worker(s) x prefetch {loader.prefetch_factor} "
+        f"({_gib(h.worker_bytes)} each; {loader.reason})",
+    )
+    verdict = "[green]fits[/]" if h.fits else "[red]does not fit[/]"
+    table.add_row(
+        "host verdict",
+        verdict + f" ({_gib(h.usable - h.total)} headroom left)" if h.fits else verdict,
+    )

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 from launcher.errors import Problem, ProblemReport
+from launcher.host_memory import MAX_AUTO_WORKERS
 from trainer.data.collate import Collator, check_packing
 from trainer.data.dataset import MediaOptions, MixtureDataset, MixturePart, index_dataset
 from trainer.data.encode import SampleEncoder
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
 
+    from launcher.plan import Plan
     from launcher.spec import JobSpec
     from trainer.models.families import Family
 
@@ -57,6 +59,46 @@ def _loader(
         pin_memory=pin_memory,
         **extra,
     )
+
+
+class LoaderArgs(TypedDict):
+    num_workers: int
+    prefetch_factor: int | None
+
+
+def loader_settings(spec: JobSpec, plan: Plan, local_world_size: int, rank: int = 0) -> LoaderArgs:
+    """`num_workers` and `prefetch_factor` of this rank's DataLoader.
+
+    Explicit `data.num_workers` / `data.prefetch_factor` are used as they are. `auto` takes
+    the plan's choice (cores per rank and the node's RAM budget, `launcher/host_memory.py`),
+    capped by the cores this process may actually use. Logged on rank 0.
+    """
+    import os
+
+    d = spec.data
+    choice = plan.host_memory.loader if plan.host_memory is not None else None
+    workers = int(d.num_workers) if d.num_workers != "auto" else None
+    prefetch = int(d.prefetch_factor) if d.prefetch_factor != "auto" else None
+    if workers is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        by_cores = max(0, min(MAX_AUTO_WORKERS, cores // max(1, local_world_size) - 1))
+        workers = min(by_cores, choice.num_workers) if choice is not None else by_cores
+        if prefetch is None and choice is not None:
+            prefetch = choice.prefetch_factor
+        if rank == 0:
+            logger.info(
+                "data loader: %d worker(s) x prefetch %s per rank (data.num_workers=auto: "
+                "%d usable cores / %d rank(s); %s)",
+                workers,
+                prefetch if prefetch is not None else 2,
+                cores,
+                local_world_size,
+                choice.reason if choice is not None else "no host-memory plan",
+            )
+    return LoaderArgs(num_workers=workers, prefetch_factor=prefetch)
 
 
 class TrainData(NamedTuple):

@@ -2,8 +2,9 @@
 
 `tiny:<family>` is built once into a cache folder and then loaded with `from_pretrained`, like
 a downloaded checkpoint; `random:<arch>` instantiates a real-size architecture with random
-weights (benchmarks; no processor). Low-memory loading (meta device, rank-0 loading) plugs in
-at `_instantiate`.
+weights (benchmarks; no processor). With `low_memory=True` (FSDP and ZeRO-3 on several ranks)
+a checkpoint folder gives a skeleton whose weights each rank reads later, shard by shard
+(`trainer/models/deferred.py`).
 """
 
 from __future__ import annotations
@@ -103,12 +104,15 @@ def load_model(
     device: torch.device | str | None = None,
     tuning: TuningSpec | None = None,
     with_processor: bool = True,
+    low_memory: bool = False,
 ) -> LoadedModel:
     """The model, its processor and its family, as the job spec's `model:` section says.
 
     `dtype` is the weights' dtype ("float32", "bfloat16", ...). Pass the job's `tuning` when
     it may use QLoRA: the language model is then read in 4-bit NF4 (bitsandbytes; on CUDA, or
-    on CPU with a bitsandbytes that supports it).
+    on CPU with a bitsandbytes that supports it). `low_memory=True` returns a skeleton with
+    deferred weights when the checkpoint allows it (see `trainer.models.deferred`); the
+    strategy that shards it reads the weights.
     """
     import torch
 
@@ -134,7 +138,12 @@ def load_model(
         path = Path(name).expanduser() if Path(name).expanduser().is_dir() else name
     family = _family(model_spec, _config_dict(path, model_spec))
     quantization = qlora_config(family, torch_dtype) if qlora else None
-    model = _instantiate(path, model_spec, torch_dtype, device or qlora_dev, quantization)
+    skeleton = _skeleton(path, model_spec, torch_dtype, tuning) if low_memory else None
+    loaded = (
+        skeleton
+        if skeleton is not None
+        else _instantiate(path, model_spec, torch_dtype, device or qlora_dev, quantization)
+    )
     processor = (
         load_processor(
             path, revision=model_spec.revision, trust_remote_code=model_spec.trust_remote_code
@@ -143,7 +152,43 @@ def load_model(
         else None
     )
     local = Path(path) if isinstance(path, Path) else None
-    return LoadedModel(model=model, processor=processor, family=family, path=local)
+    return LoadedModel(model=loaded, processor=processor, family=family, path=local)
+
+
+def _skeleton(
+    path: Path | str, model_spec: ModelSpec, dtype: torch.dtype, tuning: TuningSpec | None
+) -> PreTrainedModel | None:
+    """A skeleton with deferred weights, or None (logged) when low-memory loading does not
+    apply to this model."""
+    from trainer.models.deferred import CannotDefer, load_skeleton
+
+    modes = tuning.modes() if tuning is not None else {}
+    folder = Path(path) if isinstance(path, Path) else _cached_snapshot(path, model_spec)
+    reason = None
+    if "qlora" in modes.values():
+        reason = "QLoRA quantizes the weights while loading them"
+    elif tuning is not None and tuning.lora.use_dora and "lora" in modes.values():
+        reason = "DoRA initialises its magnitudes from the full base weights"
+    elif folder is None:
+        reason = f"'{path}' is not in the local Hugging Face cache"
+    else:
+        try:
+            return load_skeleton(folder, model_spec, dtype)
+        except CannotDefer as e:
+            reason = str(e)
+    logger.info("low-memory loading does not apply (%s): every rank loads the full model", reason)
+    return None
+
+
+def _cached_snapshot(repo_id: str, model_spec: ModelSpec) -> Path | None:
+    """The local snapshot folder of a hub id (never the network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=model_spec.revision)
+    except Exception:  # an invalid repo id is a miss
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def _config_dict(path: Path | str, model_spec: ModelSpec) -> dict[str, Any]:

@@ -51,6 +51,12 @@ class Strategy:
 
     name = "ddp"
 
+    @property
+    def loads_shards(self) -> bool:
+        """Whether `prepare` takes a skeleton with deferred weights and reads only this
+        rank's shard of them (`load_model(low_memory=True)`)."""
+        return False
+
     def __init__(self, env: DistEnv, precision: str, train: TrainSpec) -> None:
         self.env = env
         self.precision = precision

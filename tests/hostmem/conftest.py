@@ -1,0 +1,64 @@
+"""Fixtures of the host-memory tests: a private model cache, a small shapes dataset, and a
+~156M-parameter LLaVA-style model (big enough that one copy vs one shard is measurable)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tiny models are built into this session's own cache (inherited by child processes)."""
+    old = os.environ.get("VLAUNCH_CACHE")
+    os.environ["VLAUNCH_CACHE"] = str(tmp_path_factory.mktemp("vlaunch-cache"))
+    yield
+    if old is None:
+        os.environ.pop("VLAUNCH_CACHE", None)
+    else:
+        os.environ["VLAUNCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def shapes_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.trainer.helpers import make_shapes
+
+    return make_shapes(tmp_path_factory.mktemp("shapes"), train=16, eval_=4)
+
+
+MEDIUM_TEXT = {
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 16,
+    "initializer_range": 0.02,
+}
+"""The tiny LLaVA with a 12-layer, 1024-wide language model: 155.9M parameters, 624 MB fp32."""
+
+
+@pytest.fixture(scope="session")
+def medium_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LLaVA folder (random weights via save_pretrained, tiny processor) of ~156M params."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from trainer.models.tiny import build_processor, build_tokenizer
+    from trainer.models.tiny_specs import get_tiny_spec, tiny_config_dict
+
+    out = tmp_path_factory.mktemp("medium-llava")
+    config = tiny_config_dict("llava")
+    config["text_config"].update(MEDIUM_TEXT)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForImageTextToText.from_config(
+            AutoConfig.for_model(**config), dtype=torch.float32
+        )
+    model.save_pretrained(out)
+    del model
+    spec = get_tiny_spec("llava")
+    build_processor(spec, build_tokenizer(spec)).save_pretrained(out)
+    return out
