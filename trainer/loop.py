@@ -285,6 +285,8 @@ class Recipe:
         spec, tr, env, batch = self.spec, self.spec.train, self.env, self.batch
         if self.start_step == 0 and self.evaluator is not None:
             self._evaluate(0, before=True)
+        # from_pretrained returns the model in eval mode: dropout (LoRA's too) must be on
+        self.strategy.base_model.train()
         if env.is_main and not self.quiet:
             from trainer.progress import ProgressDisplay
 

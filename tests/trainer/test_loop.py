@@ -31,6 +31,10 @@ def finished(tmp_path_factory: pytest.TempPathFactory, shapes_data: Path):  # ty
     recipe = Recipe(spec, quiet=True)
     recipe.setup()
     result = recipe.train()
+    model = recipe.strategy.base_model
+    recipe.modes_after_train = [  # type: ignore[attr-defined]
+        m.training for name, m in model.named_modules() if name.endswith("lora_dropout.default")
+    ] + [model.training]
     recipe.cleanup()
     torch.set_num_threads(threads)
     assert result.state == "finished" and result.step == 3
@@ -114,3 +118,10 @@ def test_exported_adapter_reproduces_the_trained_logits(finished) -> None:  # ty
         reloaded = loaded(**inputs, use_cache=False).logits
     assert (trained - untouched).abs().max() > 1e-3  # training changed the model
     torch.testing.assert_close(reloaded, trained, rtol=0, atol=1e-5)
+
+
+def test_model_trains_in_training_mode(finished) -> None:  # type: ignore[no-untyped-def]
+    """from_pretrained returns eval mode; the loop must switch to train mode (LoRA dropout is
+    live while training) and the held-out evaluation must hand training mode back."""
+    modes = finished.modes_after_train
+    assert len(modes) > 1 and all(modes)
