@@ -96,8 +96,14 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         format="%(message)s",
         datefmt="[%X]",
         # stderr: stdout carries command output (--json, dry-run scripts).
-        handlers=[RichHandler(console=Console(stderr=True), show_path=verbose > 0,
-                              rich_tracebacks=False, markup=False)],
+        handlers=[
+            RichHandler(
+                console=Console(stderr=True),
+                show_path=verbose > 0,
+                rich_tracebacks=False,
+                markup=False,
+            )
+        ],
     )
     for noisy in ("urllib3", "kubernetes", "filelock", "ray", "fsspec", "httpx", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -182,8 +182,7 @@ def test_resolved_spec_validates_again(tmp_path: Path, preset: str) -> None:
     Slurm and Kubernetes backends ship it to the cluster)."""
     from launcher.spec import load_spec
 
-    first = load_spec(write_spec(tmp_path, BASE), [f"tuning.preset={preset}",
-                                                   "train.max_steps=10"])
+    first = load_spec(write_spec(tmp_path, BASE), [f"tuning.preset={preset}", "train.max_steps=10"])
     again = tmp_path / "again.yaml"
     again.write_text(first.to_yaml())
     assert load_spec(again) == first
