@@ -34,8 +34,23 @@ demo: venv
 	$(BIN)/vlaunch data synth examples/data/shapes --if-missing
 	$(BIN)/vlaunch local examples/demo.yaml
 
+# Two pytest processes at once, both must pass: the tests on the local Slurm cluster
+# (`-m slurm`; their jobs run Ray on 127.0.0.11/12 with their own ports and temp dirs) and
+# all the others. Both mostly wait (on jobs, Ray start-up, subprocesses), so the whole takes
+# about as long as the longer one. Output is live, each line prefixed; the full output of
+# each is kept in build/test-logs/.
+TEST_LOGS := build/test-logs
 test: venv
-	$(BIN)/python -m pytest
+	@mkdir -p $(TEST_LOGS)
+	@set -o pipefail; \
+	( $(BIN)/python -u -m pytest -m slurm 2>&1 | tee $(TEST_LOGS)/slurm.log \
+	  | sed -u 's/^/[slurm] /' ) & slurm=$$!; \
+	( $(BIN)/python -u -m pytest -m "not slurm" 2>&1 | tee $(TEST_LOGS)/rest.log \
+	  | sed -u 's/^/[rest]  /' ); rest=$$?; \
+	wait $$slurm; slurm=$$?; \
+	echo "make test: not slurm: $$(tail -n1 $(TEST_LOGS)/rest.log)"; \
+	echo "make test: slurm:     $$(tail -n1 $(TEST_LOGS)/slurm.log)"; \
+	[ $$rest -eq 0 ] && [ $$slurm -eq 0 ]
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not ray and not slurm and not slow"

@@ -107,6 +107,12 @@ def wait_ended(handle: str, timeout: float = 300) -> Any:
         raise AssertionError(f"{e}\n--- job log ---\n{text}") from None
 
 
+def ray_leftovers(job_id: str) -> list[Path]:
+    """Ray temp dirs of a job left in /tmp (the job script removes each node's when it ends
+    the job itself: finished, requeued, chained; not guaranteed after scancel or preemption)."""
+    return list(Path("/tmp").glob(f"vlaunch-ray-{job_id}-*"))
+
+
 def fold_weights(steps: int) -> int:
     """The stand-in payload's `weight` after an uninterrupted run of `steps` steps."""
     weight = 1
