@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This test session's own vlaunch cache (VLAUNCH_CACHE): tiny models are built here on
+    first use, so tests never depend on ~/.cache/vlaunch; child processes (ranks, Ray
+    workers, Slurm jobs) inherit it. Concurrent first uses are safe (tiny_model_path)."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("vlaunch-cache")
+        mp.setenv("VLAUNCH_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic shapes dataset with its registry, shared by the session."""
+    from tests.trainer.helpers import make_shapes
+
+    return make_shapes(tmp_path_factory.mktemp("shapes"))

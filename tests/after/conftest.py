@@ -8,28 +8,11 @@ differs in any way from the run's own would show.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.trainer.helpers import explain, make_shapes, run_trainer, write_job
-
-
-@pytest.fixture(scope="session", autouse=True)
-def private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Tiny models are built into this session's own cache (children inherit it)."""
-    old = os.environ.get("VLAUNCH_CACHE")
-    os.environ["VLAUNCH_CACHE"] = str(tmp_path_factory.mktemp("vlaunch-cache"))
-    from trainer.models.loading import tiny_model_path
-
-    tiny_model_path("llava")
-    yield
-    if old is None:
-        os.environ.pop("VLAUNCH_CACHE", None)
-    else:
-        os.environ["VLAUNCH_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,11 @@
-"""Fixtures of the host-memory tests: a private model cache, a small shapes dataset, and a
+"""Fixtures of the host-memory tests: a small shapes dataset and a
 ~156M-parameter LLaVA-style model (big enough that one copy vs one shard is measurable)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session", autouse=True)
-def private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Tiny models are built into this session's own cache (inherited by child processes)."""
-    old = os.environ.get("VLAUNCH_CACHE")
-    os.environ["VLAUNCH_CACHE"] = str(tmp_path_factory.mktemp("vlaunch-cache"))
-    yield
-    if old is None:
-        os.environ.pop("VLAUNCH_CACHE", None)
-    else:
-        os.environ["VLAUNCH_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,8 @@ FAMILIES = (
 )
 
 
-@pytest.fixture(scope="session", autouse=True)
-def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh vlaunch cache: every tiny model is built by this session, not reused."""
-    root = tmp_path_factory.mktemp("vlaunch-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VLAUNCH_CACHE", str(root))
-        yield root
-
-
 @pytest.fixture(scope="session")
-def tiny_path(tiny_cache: Path) -> Callable[[str], Path]:
+def tiny_path(model_cache: Path) -> Callable[[str], Path]:
     """`tiny_path(family)`: the folder of `tiny:<family>`, built on first use."""
     from trainer.models.loading import tiny_model_path
 
@@ -38,7 +29,7 @@ def tiny_path(tiny_cache: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture(scope="session")
-def tiny_batch(tiny_cache: Path) -> Callable[[str], dict[str, Any]]:
+def tiny_batch(model_cache: Path) -> Callable[[str], dict[str, Any]]:
     """`tiny_batch(family)`: a real batch of one image question and its answer, made by the
     family's own processor and chat template; labels are the input ids (cached per family)."""
     from PIL import Image, ImageDraw
