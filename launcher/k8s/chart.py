@@ -3,6 +3,7 @@ SDK behind a C ABI, no `helm` binary).
 
 The chart is the single source of truth for the manifests: `vlaunch k8s --dry-run` prints
 `Rendered.text`, and submission creates `Rendered.objects`, both straight from this render.
+The text shows Secrets with their data redacted (the run's Ray token); the objects hold it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ CHART = "finetune-job"
 #: appears in no manifest.
 RELEASE = "vlaunch"
 #: Creation order (Helm's install order for these kinds); other kinds (RayJob) come last.
-KIND_ORDER = ("ConfigMap", "PersistentVolumeClaim", "Service", "Job")
+KIND_ORDER = ("Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Job")
+#: What `Rendered.text` shows instead of each value of a Secret's data.
+REDACTED = "<redacted>"
 
 
 def chart_dir() -> Path:
@@ -49,6 +52,18 @@ class Manifest:
     def name(self) -> str:
         return str(self.obj["metadata"]["name"])
 
+    @property
+    def shown_text(self) -> str:
+        """The manifest as printed: a Secret's data and stringData values are redacted (not
+        valid base64, so applying the printed Secret fails instead of using a known token)."""
+        text = self.text
+        if self.kind == "Secret":
+            for field in ("data", "stringData"):
+                for value in (self.obj.get(field) or {}).values():
+                    if value:
+                        text = text.replace(str(value), REDACTED)
+        return text
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -63,8 +78,11 @@ class Rendered:
 
     @property
     def text(self) -> str:
-        """A YAML stream, like `helm template`: `---`, `# Source: <template>`, the manifest."""
-        return "".join(f"---\n# Source: {m.source}\n{m.text.strip()}\n" for m in self.manifests)
+        """A YAML stream, like `helm template`: `---`, `# Source: <template>`, the manifest;
+        Secret data redacted (`Manifest.shown_text`)."""
+        return "".join(
+            f"---\n# Source: {m.source}\n{m.shown_text.strip()}\n" for m in self.manifests
+        )
 
     @property
     def run_name(self) -> str:

@@ -40,7 +40,7 @@ TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 #: Pod phases in which a container has started, so there is a log to read.
 STARTED = ("Running", "Succeeded", "Failed")
 #: Kinds `cancel` deletes by label (the data claim is kept on purpose).
-RUN_KINDS = ("RayJob", "Job", "Service", "ConfigMap", "Pod")
+RUN_KINDS = ("RayJob", "Job", "Service", "ConfigMap", "Secret", "Pod")
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,15 @@ logger = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 30
 #: kind -> (API group attribute, method suffix) of the typed APIs.
 KINDS: dict[str, tuple[str, str]] = {
+    "Secret": ("core", "secret"),
     "ConfigMap": ("core", "config_map"),
     "PersistentVolumeClaim": ("core", "persistent_volume_claim"),
     "Service": ("core", "service"),
     "Pod": ("core", "pod"),
     "Job": ("batch", "job"),
 }
+#: `fieldValidation` of every create: unknown fields are errors, never silently dropped.
+STRICT = "Strict"
 #: kind -> (group, version, plural) of the custom resources.
 CUSTOM: dict[str, tuple[str, str, str]] = {"RayJob": ("ray.io", "v1", "rayjobs")}
 
@@ -121,6 +124,9 @@ class Kube:
         )
 
     def create(self, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+        """Create with strict field validation: the server refuses a field it does not know
+        (400) instead of dropping it, e.g. a RayJob's `authOptions` on a KubeRay CRD too old
+        to have it, which would otherwise start a Ray cluster without authentication."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         what = f"create {kind} {namespace}/{name}"
         if kind in CUSTOM:
@@ -133,8 +139,11 @@ class Kube:
                 namespace,
                 plural,
                 obj,
+                field_validation=STRICT,
             )
-        return self._call(what, self._typed(kind, "create"), namespace, obj)
+        return self._call(
+            what, self._typed(kind, "create"), namespace, obj, field_validation=STRICT
+        )
 
     def read(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

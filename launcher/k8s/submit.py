@@ -2,7 +2,9 @@
 
 Nothing is created unless the namespace exists, the KubeRay operator's RayJob resource is
 there (KubeRay mode) and no run of the same name is active. If a create fails midway, what
-this call created is deleted again. The run's data claim is reused when it exists: it holds
+this call created is deleted again. Objects are created with strict field validation, so a
+KubeRay too old for the RayJob's `authOptions` refuses the run instead of starting its Ray
+cluster without token authentication. The run's data claim is reused when it exists: it holds
 the checkpoints that a run of the same name resumes from.
 """
 
@@ -18,7 +20,9 @@ from launcher.k8s.kubeapi import Kube, KubeError
 logger = logging.getLogger(__name__)
 
 #: Kinds a finished run can leave behind (TTL deletion removes only the Job and its pods).
-LEFTOVER_KINDS = ("ConfigMap", "Service")
+LEFTOVER_KINDS = ("ConfigMap", "Service", "Secret")
+#: The oldest KubeRay whose RayJob has `rayClusterSpec.authOptions` (Ray token authentication).
+KUBERAY_AUTH_VERSION = "1.5.1"
 
 
 def handle(namespace: str, name: str) -> str:
@@ -105,6 +109,15 @@ def submit(kube: Kube, rendered: Rendered, namespace: str) -> str:
                 if e.status == 409 and m.kind == "PersistentVolumeClaim":
                     logger.info("reusing claim %s (checkpoints of earlier runs)", m.name)
                     continue
+                if m.kind == "RayJob" and "authOptions" in e.message:
+                    raise KubeError(
+                        f"{e.message} (the KubeRay in the cluster at {kube.host} is older than "
+                        f"{KUBERAY_AUTH_VERSION}: it cannot run Ray with token authentication)",
+                        status=e.status,
+                        hint=f"upgrade the KubeRay operator and its CRDs to "
+                        f"{KUBERAY_AUTH_VERSION} or later, or drop --kuberay to run the "
+                        "operator-free Indexed Job",
+                    ) from None
                 raise
             created.append((m.kind, m.name))
             logger.info("created %s %s/%s", m.kind, namespace, m.name)

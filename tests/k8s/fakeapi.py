@@ -23,12 +23,13 @@ from urllib.parse import parse_qs, urlparse
 
 MAX_WAIT = 20.0
 NO_RESOURCE = "the server could not find the requested resource"
-CORE = {"configmaps", "services", "persistentvolumeclaims", "pods"}
+CORE = {"secrets", "configmaps", "services", "persistentvolumeclaims", "pods"}
 PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<ns>[^/]+)"
     r"(?:/(?P<plural>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>log))?)?)?$"
 )
 PLURAL = {
+    "Secret": "secrets",
     "ConfigMap": "configmaps",
     "Service": "services",
     "PersistentVolumeClaim": "persistentvolumeclaims",
@@ -36,6 +37,16 @@ PLURAL = {
     "Job": "jobs",
     "RayJob": "rayjobs",
 }
+
+
+def _pop(obj: dict[str, Any], dotted: str) -> bool:
+    """Remove the field at the dotted path from `obj`; whether it was there."""
+    *parents, last = dotted.split(".")
+    for key in parents:
+        obj = obj.get(key)  # type: ignore[assignment]
+        if not isinstance(obj, dict):
+            return False
+    return obj.pop(last, None) is not None
 
 
 def matches(labels: dict[str, str], selector: str | None) -> bool:
@@ -55,10 +66,14 @@ class FakeKubeAPI:
         namespaces: tuple[str, ...] = ("default",),
         kuberay: bool = False,
         reject: tuple[str, ...] = (),
+        undeclared: tuple[str, ...] = (),
     ):
         self.namespaces = set(namespaces)
         self.kuberay = kuberay
         self.reject = set(reject)  # plurals whose creation fails with 422 Invalid
+        # Dotted RayJob fields the installed CRD does not declare (an older KubeRay). Like the
+        # API server: refused (400) under fieldValidation=Strict, else silently pruned.
+        self.undeclared = undeclared
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.events: list[tuple[int, str, str, str, dict[str, Any]]] = []
         self.logs: dict[tuple[str, str], list[bytes]] = {}
@@ -245,6 +260,17 @@ class FakeKubeAPI:
                     return self._status(
                         h, 409, "AlreadyExists", f'{plural} "{obj_name}" already exists'
                     )
+                if plural == "rayjobs":
+                    unknown = [f for f in self.undeclared if _pop(body, f)]
+                    if unknown and query.get("fieldValidation") == "Strict":
+                        fields = ", ".join(f'unknown field "{f}"' for f in unknown)
+                        return self._status(
+                            h,
+                            400,
+                            "BadRequest",
+                            'RayJob in version "v1" cannot be handled as a RayJob: '
+                            f"strict decoding error: {fields}",
+                        )
                 body["metadata"]["namespace"] = ns
                 body["metadata"]["uid"] = f"uid-{next(self._uid)}"
                 body["metadata"]["creationTimestamp"] = f"2026-01-01T00:00:{next(self._uid):02d}Z"

@@ -140,7 +140,7 @@ def test_short_names_are_kept_readable() -> None:
 def test_indexed_job_runs_head_and_workers() -> None:
     rendered = render(values("gpu-4x8"), "ml")
     kinds = [m.kind for m in rendered.manifests]
-    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Service", "Job"]
+    assert kinds == ["Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Job"]
     job = rendered.workload.obj
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
@@ -238,6 +238,7 @@ def test_secrets_are_references_never_values() -> None:
     assert refs == {
         "HF_TOKEN": {"name": "hf-token", "key": "token"},
         "WANDB_API_KEY": {"name": "wandb", "key": "api-key"},
+        "RAY_AUTH_TOKEN": {"name": "secret-run-ray-auth", "key": "auth_token"},
     }
     assert "ttlSecondsAfterFinished" not in rendered.workload.obj["spec"]  # null keeps the Job
 

@@ -80,6 +80,7 @@ def test_submit_creates_the_rendered_objects_in_order(api: FakeKubeAPI) -> None:
     assert submit(Kube(api_client(api)), run, "ml") == HANDLE
     posts = [path for method, path in api.requests if method == "POST"]
     assert posts == [
+        "/api/v1/namespaces/ml/secrets",  # the Ray token, before the pods that read it
         "/api/v1/namespaces/ml/configmaps",
         "/api/v1/namespaces/ml/persistentvolumeclaims",
         "/api/v1/namespaces/ml/services",
@@ -132,16 +133,22 @@ def test_submit_refuses_a_run_of_the_same_name_in_the_other_mode(api: FakeKubeAP
 
 
 def test_resubmitting_after_ttl_deletion_replaces_the_leftovers(api: FakeKubeAPI) -> None:
-    """TTL deletion removes the finished Job and its pods; its ConfigMap and Service stay."""
+    """TTL deletion removes the finished Job and its pods; its ConfigMap, Service and Ray token
+    Secret stay, and the next submission replaces them (a new cluster gets a new token)."""
     kube = Kube(api_client(api))
     submit(kube, rendered(), "ml")
     old_config = api.get("ConfigMap", "ml", NAME)
+    old_secret = api.get("Secret", "ml", f"{NAME}-ray-auth")
     kube.delete("Job", NAME, "ml")  # what the TTL controller does
     assert submit(kube, rendered("train.max_steps=40"), "ml") == HANDLE
     new_config = api.get("ConfigMap", "ml", NAME)
     assert old_config is not None and new_config is not None
     assert new_config["metadata"]["uid"] != old_config["metadata"]["uid"]
     assert "max_steps: 40" in new_config["data"]["job.yaml"]
+    new_secret = api.get("Secret", "ml", f"{NAME}-ray-auth")
+    assert old_secret is not None and new_secret is not None
+    assert new_secret["metadata"]["uid"] != old_secret["metadata"]["uid"]
+    assert new_secret["data"]["auth_token"] != old_secret["data"]["auth_token"]
 
 
 def test_resubmitting_after_cancel_reuses_the_claim(api: FakeKubeAPI) -> None:
@@ -160,6 +167,25 @@ def test_a_failed_create_rolls_back_what_was_created() -> None:
         with pytest.raises(KubeError, match=r"422 .*is invalid"):
             submit(Kube(api_client(server)), rendered(), "ml")
         assert server.objects == {}
+    finally:
+        server.stop()
+
+
+def test_a_kuberay_without_auth_options_is_refused_not_run_open() -> None:
+    """A KubeRay CRD older than 1.5.1 does not declare `authOptions`. The API server would
+    silently drop it (a Ray cluster without token authentication) unless the create asks for
+    strict field validation; the fake server behaves the same way, so this fails if vlaunch
+    stops sending fieldValidation=Strict."""
+    server = FakeKubeAPI(
+        namespaces=("ml",), kuberay=True, undeclared=("spec.rayClusterSpec.authOptions",)
+    ).start()
+    try:
+        with pytest.raises(KubeError) as caught:
+            submit(Kube(api_client(server)), rendered("k8s.kuberay=true"), "ml")
+        assert caught.value.status == 400
+        assert 'unknown field "spec.rayClusterSpec.authOptions"' in caught.value.message
+        assert caught.value.hint and "1.5.1" in caught.value.hint
+        assert server.objects == {}  # the ConfigMap and claim created before it are undone
     finally:
         server.stop()
 

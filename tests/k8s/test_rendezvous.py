@@ -221,6 +221,8 @@ def run_entrypoint(fake_bin: Path, tmp_path: Path, index: int, **env: str) -> su
         "VLAUNCH_OUTPUT_DIR": "/workspace/runs",
         "VLAUNCH_HEAD_WAIT_SECONDS": "5",
         "VLAUNCH_DONE_PORT": str(free_port()),
+        "RAY_AUTH_MODE": "token",  # what the chart sets, the token from the run's Secret
+        "RAY_AUTH_TOKEN": "test-token",
     }
     return subprocess.Popen(
         ["bash", str(ENTRYPOINT)],
@@ -246,6 +248,20 @@ def test_head_pod_exits_with_the_drivers_code(
         "vlaunch run /etc/vlaunch/job.yaml --ray-address 127.0.0.1:6379 output.dir=/workspace/runs"
     )
     assert log[-1] == "ray stop --force"
+
+
+@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize(
+    "auth", [{"RAY_AUTH_MODE": ""}, {"RAY_AUTH_TOKEN": ""}, {"RAY_AUTH_MODE": "disabled"}]
+)
+def test_pods_refuse_to_start_ray_without_token_auth(
+    fake_bin: Path, tmp_path: Path, index: int, auth: dict[str, str]
+) -> None:
+    proc = run_entrypoint(fake_bin, tmp_path, index, **auth)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out  # FailJob: a retry would be refused the same way
+    assert "refusing to start Ray without token authentication" in out
+    assert calls(tmp_path / "calls") == []  # neither `ray start` nor the driver ran
 
 
 def test_head_pod_passes_sigterm_to_the_driver(fake_bin: Path, tmp_path: Path) -> None:

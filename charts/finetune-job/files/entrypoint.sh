@@ -11,11 +11,19 @@
 #               (the pod is replaced and joins the next head); 1 when the head never came up.
 #
 # So every pod exits when the run ends, and the Job completes only when the run finished.
+# Ray runs with token authentication: the chart sets RAY_AUTH_MODE=token and RAY_AUTH_TOKEN
+# (from the run's Secret) on every pod, and a pod without them refuses to start Ray (exit 2).
 set -euo pipefail
 
 ray_port="${VLAUNCH_RAY_PORT:-6379}"
 done_port="${VLAUNCH_DONE_PORT:-6380}"
 gpus="${VLAUNCH_GPUS_PER_NODE:-0}"
+
+if [[ "${RAY_AUTH_MODE:-}" != "token" || -z "${RAY_AUTH_TOKEN:-}" ]]; then
+  echo "refusing to start Ray without token authentication: RAY_AUTH_MODE=token and" \
+    "RAY_AUTH_TOKEN must be set (the chart takes the token from the run's Secret)" >&2
+  exit 2
+fi
 
 if [[ "${JOB_COMPLETION_INDEX:?not a pod of an Indexed Job}" != "0" ]]; then
   exec python -m launcher.k8s.rendezvous worker \

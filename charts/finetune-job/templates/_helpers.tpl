@@ -154,3 +154,8 @@ resources:
       key: {{ .key | quote }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret that holds the Ray cluster's token (operator-free mode; KubeRay makes its own). */}}
+{{- define "finetune-job.rayAuthSecret" -}}
+{{- printf "%s-ray-auth" (include "finetune-job.fullname" .) -}}
+{{- end }}
