@@ -5,10 +5,10 @@ Targets (issue 9): `--help` < 0.5 s, `plan` < 1 s, `slurm --dry-run` < 1 s, `k8s
 
 from __future__ import annotations
 
-import time
+import functools
 from typing import Any
 
-from bench.common import run_cli, summarize
+from bench.common import median_time, run_cli
 
 CASES: list[tuple[str, list[str], float]] = [
     ("vlaunch --help", ["--help"], 0.5),
@@ -19,32 +19,22 @@ CASES: list[tuple[str, list[str], float]] = [
 
 
 def run(repeats: int = 7) -> dict[str, Any]:
-    rows = []
+    """Median wall time of each command over `repeats` runs after one untimed run (which warms
+    the page cache and .pyc files)."""
+    rows: list[dict[str, Any]] = []
     for label, argv, target in CASES:
         try:
-            run_cli(argv)  # warm the page cache and .pyc files
+            stats = median_time(functools.partial(run_cli, argv), repeats=repeats, warmup=1)
         except RuntimeError as e:
             rows.append({"command": label, "error": str(e).splitlines()[0]})
             continue
-        samples = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run_cli(argv)
-            samples.append(time.perf_counter() - t0)
-        stats = summarize(samples)
-        rows.append(
-            {
-                "command": label,
-                "argv": argv,
-                "target_s": target,
-                **stats,
-                "meets_target": stats["median"] < target,
-            }
-        )
+        row: dict[str, Any] = {"command": label, "argv": argv, "target_s": target, **stats}
+        row["meets_target"] = stats["median"] < target
+        rows.append(row)
     return {
         "name": "cli_latency",
         "rows": rows,
-        "command": "python -m bench.cli_latency (via make bench)",
+        "command": "python -m bench.cli_latency",
     }
 
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: timing, medians, and a description of the machine."""
+"""Helpers shared by the benchmarks: paths, the subprocess environment, timing, medians, and a
+description of the machine."""
 
 from __future__ import annotations
 
@@ -13,7 +14,28 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-VLAUNCH = str(Path(sys.executable).parent / "vlaunch")
+BIN = Path(sys.executable).parent
+"""The virtual environment's scripts: python, vlaunch, torchrun."""
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The variables that fix a process's math threads (torch reads them at start-up)."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def bench_env(threads: int | None = None, **extra: str) -> dict[str, str]:
+    """Environment of every benchmark subprocess: offline, no Ray telemetry, quiet tokenizers,
+    no colours; with `threads`, that many math threads per process (`thread_env`)."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+        "NO_COLOR": "1",
+        **(thread_env(threads) if threads is not None else {}),
+        **extra,
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -43,6 +65,7 @@ def machine() -> dict[str, Any]:
 
 
 def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """`summarize` of the wall times of `repeats` calls of `fn`, after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -63,9 +86,14 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
 
 
 def run_cli(argv: Sequence[str], *, cwd: Path = REPO) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    """Run `vlaunch ARGV` to its end; RuntimeError with its stderr when it fails."""
     proc = subprocess.run(
-        [VLAUNCH, *argv], cwd=cwd, env=env, capture_output=True, text=True, check=False
+        [str(BIN / "vlaunch"), *argv],
+        cwd=cwd,
+        env=bench_env(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(

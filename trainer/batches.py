@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from launcher.errors import UserError
 
 if TYPE_CHECKING:
-    from launcher.spec import DataSpec
     from trainer.data.build import TrainData
-
-
-def loader_workers(data: DataSpec, local_world_size: int) -> int:
-    """`data.num_workers`, with `auto` = the cores this rank may use beyond its own, max 4."""
-    if data.num_workers != "auto":
-        return int(data.num_workers)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(0, min(4, cores // max(1, local_world_size) - 1))
 
 
 def micro_batches(
