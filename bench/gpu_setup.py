@@ -100,8 +100,7 @@ def build_model(
 ) -> tuple[Any, Any, tuple[type, ...], Any]:
     """(model, param_groups fn, layer classes, tuning report): what `Recipe._build_model`
     builds, for a model without a processor."""
-    import torch
-
+    from trainer.models.deferred import trainable_fp32
     from trainer.models.loading import load_model
     from trainer.models.tuning import apply_tuning, param_groups
 
@@ -117,9 +116,7 @@ def build_model(
         spec.tuning,
         gradient_checkpointing=spec.train.gradient_checkpointing,
     )
-    for p in model.parameters():
-        if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
-            p.data = p.data.float()
+    trainable_fp32(model)  # fp32 master weights, as the trainer keeps them
     names = set(loaded.family.layer_classes(model.config.to_dict()))
     layer_classes = tuple({type(m) for m in model.modules() if type(m).__name__ in names})
     tr = spec.train
