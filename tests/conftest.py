@@ -53,8 +53,18 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def shapes_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic shapes dataset with its registry, shared by the session."""
+def tiny_llava(model_cache: Path) -> Path:
+    """The tiny LLaVA that the training tests' jobs use (`tiny:llava`), built by this process
+    before their rank processes start (they would otherwise all build it at once)."""
+    from trainer.models.loading import tiny_model_path
+
+    return tiny_model_path("llava")
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) -> Path:
+    """A small synthetic shapes dataset with its registry, shared by the session (the tiny
+    LLaVA the jobs on it train is built too)."""
     from tests.trainer.helpers import make_shapes
 
     return make_shapes(tmp_path_factory.mktemp("shapes"))

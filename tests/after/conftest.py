@@ -16,7 +16,8 @@ from tests.trainer.helpers import explain, make_shapes, run_trainer, write_job
 
 
 @pytest.fixture(scope="session")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shapes(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) -> Path:
+    """160 + 40 shapes images (and the tiny LLaVA the runs on them train, built first)."""
     return make_shapes(tmp_path_factory.mktemp("shapes"), train=160, eval_=40)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def shapes_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shapes_small(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) -> Path:
     from tests.trainer.helpers import make_shapes
 
     return make_shapes(tmp_path_factory.mktemp("shapes"), train=16, eval_=4)

@@ -1,10 +1,18 @@
-"""A half-written tiny-model folder (no config.json) is replaced, not fatal."""
+"""The tiny-model cache: a half-written folder (no config.json) is replaced, not fatal, and
+processes that ask for the same tiny model at once all get it complete."""
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 from trainer.models.loading import _tiny_version, tiny_model_path
+
+
+def _entries(folder: Path) -> list[str]:
+    """What a folder of the cache holds, the build lock file aside."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
 
 
 def test_debris_without_config_is_replaced(tmp_path: Path) -> None:
@@ -15,4 +23,29 @@ def test_debris_without_config_is_replaced(tmp_path: Path) -> None:
     assert path == target
     assert (path / "config.json").is_file()
     assert (path / "model.safetensors").is_file()
-    assert [p.name for p in path.parent.iterdir()] == ["llava"]  # no stale folders left
+    assert _entries(path.parent) == ["llava"]  # no stale folders left
+
+
+def _first_use(root: str, barrier: Any, results: Any) -> None:
+    from trainer.models.configs import model_config_dict
+
+    barrier.wait()  # all processes ask at the same moment, as ranks started together do
+    path = tiny_model_path("llava", Path(root))
+    # What a rank does next: read the config (this failed when a folder was not complete).
+    results.put((str(path), model_config_dict(str(path))["model_type"]))
+
+
+def test_processes_asking_at_once_all_get_the_complete_model(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    args = (str(tmp_path), barrier, results)
+    procs = [ctx.Process(target=_first_use, args=args) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=300)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0]
+    got = [results.get(timeout=10) for _ in procs]
+    target = tmp_path / _tiny_version() / "llava"
+    assert got == [(str(target), "llava")] * 3
+    assert _entries(target.parent) == ["llava"]  # no temporary or stale folders left

@@ -48,8 +48,9 @@ def trainer_env(slurm_cluster: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """16 synthetic shapes images and a registry naming them."""
+def registry(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) -> Path:
+    """16 synthetic shapes images and a registry naming them (and the tiny LLaVA the jobs
+    train, built here rather than by both nodes at once)."""
     root = tmp_path_factory.mktemp("shapes")
     rc, _, err = cli(
         "data", "synth", str(root / "data"), "--train", "16", "--eval", "0",
@@ -109,7 +110,8 @@ class TrainerJob:
         return wait_ended(self.handle, timeout=600)
 
     def log(self) -> str:
-        return Path(status(self.handle).detail["log"]).read_text()
+        """The job's log exactly (progress bars' carriage returns kept, as `logs` prints)."""
+        return Path(status(self.handle).detail["log"]).read_bytes().decode()
 
 
 def _train_worker_nodes(job_id: str) -> set[str]:
@@ -154,8 +156,7 @@ def baseline(
     follow = subprocess.Popen(
         [sys.executable, "-m", "launcher.cli", "logs", "--follow", job.handle],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.PIPE,  # bytes: text mode would turn carriage returns into newlines
     )
     try:
         wait_for(job.last_step, 600, "the first training step")
@@ -165,8 +166,9 @@ def baseline(
         # Both workers exist from before the first step until after the last one.
         nodes = _train_worker_nodes(job.job_id)
         final = job.wait_ended()
-        followed, err = follow.communicate(timeout=120)
-        assert follow.returncode == 0, err
+        streamed, err = follow.communicate(timeout=120)
+        assert follow.returncode == 0, err.decode()
+        followed = streamed.decode()
     finally:
         if follow.poll() is None:
             follow.kill()

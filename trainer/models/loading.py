@@ -53,9 +53,13 @@ def cache_dir() -> Path:
 def tiny_model_path(family: str, root: Path | None = None) -> Path:
     """The folder of `tiny:<family>`, built on first use.
 
-    Built in a temporary folder next to the target and renamed into place, so concurrent
-    ranks never see a half-written model (the loser of the race discards its copy).
+    Ranks started together all ask for it at once: one builds it (under a file lock next to
+    the folder) while the others wait, then find it complete. The build goes to a temporary
+    folder renamed into place, so a process killed mid-build never leaves a folder that
+    looks complete; a folder without `config.json` (such debris) is replaced.
     """
+    from filelock import FileLock
+
     from trainer.models.tiny import build_tiny
     from trainer.models.tiny_specs import get_tiny_spec
 
@@ -64,23 +68,20 @@ def tiny_model_path(family: str, root: Path | None = None) -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=target.parent))
-    try:
-        build_tiny(family, tmp)
+    with FileLock(target.parent / f".{family}.lock"):
+        if (target / "config.json").is_file():
+            return target  # another process built it while this one waited
+        tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=target.parent))
         try:
+            build_tiny(family, tmp)
+            if target.exists():  # debris: move it aside atomically, then put ours in place
+                stale = Path(tempfile.mkdtemp(prefix=f".{family}-stale-", dir=target.parent))
+                target.rename(stale / family)
+                shutil.rmtree(stale, ignore_errors=True)
             tmp.rename(target)
-        except OSError:
-            if (target / "config.json").is_file():
-                return target  # another rank won the race
-            # A folder without config.json is debris (e.g. a process killed by an older
-            # version): move it aside atomically, then put ours in place.
-            stale = Path(tempfile.mkdtemp(prefix=f".{family}-stale-", dir=target.parent))
-            target.rename(stale / family)
-            shutil.rmtree(stale, ignore_errors=True)
-            tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
