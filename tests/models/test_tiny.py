@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 
 from launcher.spec import ModelSpec
 from tests.models.conftest import FAMILIES
-from trainer.models.loading import load_model, tiny_model_path
+from trainer.models.loading import load_model
 from trainer.models.processors import load_processor
 from trainer.models.tiny import build_processor, build_tiny, build_tokenizer
 from trainer.models.tiny_specs import get_tiny_spec, tiny_config_dict
@@ -114,13 +113,3 @@ def test_builds_are_deterministic(tmp_path: Path) -> None:
         )
     assert len(digests[0]) == 3
     assert digests[0] == digests[1]
-
-
-def test_concurrent_first_use_builds_one_complete_folder(tmp_path: Path) -> None:
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        paths = list(pool.map(lambda _: tiny_model_path("paligemma", root=tmp_path), range(3)))
-    assert len(set(paths)) == 1
-    assert (paths[0] / "config.json").is_file()
-    assert (paths[0] / "model.safetensors").is_file()
-    leftovers = [p.name for p in paths[0].parent.iterdir() if p.name.startswith(".")]
-    assert leftovers == []
