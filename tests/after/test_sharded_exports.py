@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.after.helpers import cli
-from tests.trainer.helpers import PYTHON, REPO, child_env, explain, free_port, write_job
+from tests.trainer.helpers import REPO, explain, torchrun, write_job
 
 STRATEGIES = ("fsdp", "zero3")
 
@@ -34,12 +33,9 @@ def sharded_runs(tmp_path_factory: pytest.TempPathFactory, shapes: Path) -> Path
         tuning={"preset": "lora_vt_llm", "lora": {"dropout": 0.0}},
         train={"max_steps": 2, "checkpoint_every": 2, "lr": 1e-2},
     )
-    proc = subprocess.run(
-        [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(free_port()),
-         str(REPO / "tests" / "trainer" / "strategy_runs.py"), str(job), *STRATEGIES],
-        cwd=folder, env=child_env(), capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    proc = torchrun(
+        str(REPO / "tests" / "trainer" / "strategy_runs.py"), str(job), *STRATEGIES, cwd=folder
+    )
     assert proc.returncode == 0, explain(proc)
     return folder / "runs"
 

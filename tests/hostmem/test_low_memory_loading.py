@@ -10,7 +10,6 @@ docs/benchmarks.md."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from launcher.plan import make_plan
 from launcher.spec import load_spec
-from tests.trainer.helpers import PYTHON, child_env, explain, free_port, records, write_job
+from tests.trainer.helpers import explain, records, torchrun, write_job
 from trainer.models.safetensors_index import SafetensorsIndex
 
 pytestmark = pytest.mark.slow
@@ -46,27 +45,7 @@ def job_for(folder: Path, model: Path, shapes: Path) -> Path:
 
 
 def launch(job: Path, out: Path, *args: str) -> list[dict[str, Any]]:
-    proc = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-            str(SCRIPT),
-            str(job),
-            str(out),
-            *args,
-        ],
-        cwd=job.parent,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
+    proc = torchrun(str(SCRIPT), str(job), str(out), *args, cwd=job.parent, timeout=400)
     assert proc.returncode == 0, explain(proc)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 

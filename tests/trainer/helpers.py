@@ -85,25 +85,11 @@ def run_trainer(
     job: Path, *overrides: str, nproc: int = 1, timeout: float = 300, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """`python -m trainer.run` (nproc 1) or `torchrun --nproc_per_node N -m trainer.run`."""
-    if nproc == 1:
-        cmd = [PYTHON, "-m", "trainer.run", str(job), "--quiet", *overrides]
-    else:
-        cmd = [
-            PYTHON,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(nproc),
-            "--master_port",
-            str(free_port()),
-            "-m",
-            "trainer.run",
-            str(job),
-            "--quiet",
-            *overrides,
-        ]
+    argv = ["-m", "trainer.run", str(job), "--quiet", *overrides]
+    if nproc > 1:
+        return torchrun(*argv, cwd=job.parent, nproc=nproc, timeout=timeout, **env)
     return subprocess.run(
-        cmd,
+        [PYTHON, *argv],
         cwd=job.parent,
         env=child_env(**env),
         capture_output=True,
@@ -111,6 +97,23 @@ def run_trainer(
         timeout=timeout,
         check=False,
     )
+
+
+def torchrun(
+    *argv: str, cwd: Path, nproc: int = 2, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`torchrun --nproc_per_node N ARGV` on a free port; ARGV is a script and its arguments
+    or `-m module ...`."""
+    return subprocess.run(
+        [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+         "--master_port", str(free_port()), *argv],
+        cwd=cwd,
+        env=child_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )  # fmt: skip
 
 
 def free_port() -> int:

@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.trainer.helpers import (
-    PYTHON,
-    child_env,
     explain,
-    free_port,
     max_abs_diff,
     records,
     run_trainer,
+    torchrun,
     trained_weights,
     write_job,
 )
@@ -33,7 +31,6 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, shapes_data: Path) -> Path:
-    import subprocess
 
     folder = tmp_path_factory.mktemp("strategies")
     job = write_job(
@@ -47,26 +44,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, shapes_data: Path) -> Path:
     single = run_trainer(job, nproc=1)
     assert single.returncode == 0, explain(single)
     script = Path(__file__).with_name("strategy_runs.py")
-    proc = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-            str(script),
-            str(job),
-            *STRATEGIES,
-        ],
-        cwd=folder,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    proc = torchrun(str(script), str(job), *STRATEGIES, cwd=folder, timeout=900)
     assert proc.returncode == 0, explain(proc)
     return folder / "runs"
 
