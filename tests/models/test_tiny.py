@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -86,9 +86,24 @@ def test_llava_processor_expands_the_image_to_the_models_tokens(
 @given(text=st.text())
 def test_byte_level_tokenizer_round_trips_any_text(text: str) -> None:
     tokenizer = _tokenizer()
+    # Added tokens written out in text are control tokens, as in the real tokenizers
+    # (checked below); any other text is bytes.
+    assume(not any(token in text for token in tokenizer.get_added_vocab()))
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == text
     assert len(ids) == len(text.encode("utf-8"))  # one token per byte, no unknowns
+
+
+def test_added_tokens_in_text_are_single_control_tokens() -> None:
+    tokenizer = _tokenizer()
+    added = tokenizer.get_added_vocab()
+    assert "<|endoftext|>" in added
+    for token, token_id in added.items():
+        assert tokenizer(f"a{token}b", add_special_tokens=False)["input_ids"] == [
+            *tokenizer("a", add_special_tokens=False)["input_ids"],
+            token_id,
+            *tokenizer("b", add_special_tokens=False)["input_ids"],
+        ], token
 
 
 _TOKENIZER: list[Any] = []
