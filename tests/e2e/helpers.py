@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,24 +33,6 @@ def vlaunch_background(*args: str, cwd: Path, **env: str) -> subprocess.Popen[st
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def wait_for_step(run: Path, step: int, proc: subprocess.Popen[str], timeout: float) -> None:
-    """Block until metrics.jsonl shows a training step >= `step` (the run is under way)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0][-5000:]
-        try:
-            lines = (run / "metrics.jsonl").read_text().splitlines()
-        except OSError:
-            lines = []
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                r = json.loads(line)
-                if r.get("kind") == "train" and r["step"] >= step:
-                    return
-        time.sleep(0.2)  # polling a condition, with a deadline
-    raise AssertionError(f"no step {step} in {run}/metrics.jsonl after {timeout}s")
 
 
 @contextlib.contextmanager

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import ray_head, vlaunch, vlaunch_background, wait_for_step
+from tests.e2e.helpers import ray_head, vlaunch, vlaunch_background
 from tests.trainer.helpers import (
     explain,
     max_abs_diff,
     records,
     run_trainer,
     trained_weights,
+    wait_for_step,
     write_job,
 )
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,21 @@ def max_abs_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
 def explain(proc: subprocess.CompletedProcess[str]) -> str:
     out, err = proc.stdout[-4000:], proc.stderr[-6000:]
     return f"exit {proc.returncode}\n--- stdout\n{out}\n--- stderr\n{err}"
+
+
+def wait_for_step(run: Path, step: int, proc: subprocess.Popen[str], timeout: float) -> None:
+    """Block until metrics.jsonl shows a training step >= `step` (the run is under way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0][-5000:]
+        try:
+            lines = (run / "metrics.jsonl").read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                r = json.loads(line)
+                if r.get("kind") == "train" and r["step"] >= step:
+                    return
+        time.sleep(0.2)  # polling a condition, with a deadline
+    raise AssertionError(f"no step {step} in {run}/metrics.jsonl after {timeout}s")

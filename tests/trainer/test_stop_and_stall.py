@@ -6,20 +6,17 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from tests.trainer.helpers import PYTHON, child_env, explain, records, run_trainer, write_job
-
-
-def _wait_for_train_step(run: Path, step: int, proc: subprocess.Popen[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if (run / "metrics.jsonl").is_file() and any(r["step"] >= step for r in records(run)):
-            return
-        time.sleep(0.1)  # polling a condition, with a deadline
-    raise AssertionError(f"the run did not reach step {step} in {timeout}s")
+from tests.trainer.helpers import (
+    PYTHON,
+    child_env,
+    explain,
+    records,
+    run_trainer,
+    wait_for_step,
+    write_job,
+)
 
 
 def test_sigterm_checkpoints_at_the_next_step_and_exits_75(
@@ -43,7 +40,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_exits_75(
         text=True,
     )
     try:
-        _wait_for_train_step(run, 2, proc, timeout=240)
+        wait_for_step(run, 2, proc, timeout=240)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     finally:
