@@ -1,10 +1,11 @@
-# vlaunch: every target sets up .venv itself (torch is pinned and installed first, so pip
-# never pulls the multi-GB CUDA wheels on a CPU machine).
+# vlaunch: every target sets up .venv itself, from the lock (requirements/lock.txt): exactly
+# the versions the suite was run with, torch 2.14.1 + torchvision 0.29.1 included. pip installs
+# it (pip takes torch from local files where a machine has them; uv and poetry do not).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TORCH_SPEC ?= torch==2.13.0
+LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -12,20 +13,23 @@ export HF_DATASETS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast lint format bench golden clean help
+.PHONY: venv demo test test-fast lint format bench golden lock clean help
 
 help:
 	@echo "make demo   - fine-tune a tiny VLM on the bundled synthetic dataset (CPU ok)"
 	@echo "make test   - the whole test suite (starts a local Ray and a local Slurm cluster)"
-	@echo "make lint   - ruff + mypy"
+	@echo "make lint   - ruff + mypy + import contracts"
 	@echo "make bench  - the CPU benchmarks (writes bench/results/ and docs/benchmarks.md)"
 	@echo "make golden - regenerate the golden files (rendered sbatch scripts, Helm output)"
+	@echo "make lock   - re-resolve requirements/lock.txt (PACKAGE=name==version: only that one)"
 
-$(STAMP): pyproject.toml
+# --no-deps: the lock is complete (every transitive dependency pinned); `pip check` proves it.
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	$(BIN)/python -m pip install -q "pip==26.3"
+	$(BIN)/python -m pip install -q --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -69,6 +73,17 @@ bench: venv
 
 golden: venv
 	VLAUNCH_REGEN_GOLDEN=1 $(BIN)/python -m pytest tests -k golden -q
+
+# The lock: pyproject.toml's ranges (train + dev extras) plus requirements/constraints.txt, for
+# CPython 3.11 on x86_64 Linux. `make lock` moves every package to its newest allowed release;
+# `make lock PACKAGE=transformers==5.26.0` changes only that one. Then: make test, commit.
+PACKAGE ?=
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra train --extra dev \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  -c requirements/constraints.txt --no-emit-package vlaunch \
+	  --custom-compile-command "make lock" \
+	  $(if $(PACKAGE),--upgrade-package "$(PACKAGE)",--upgrade) -o $(LOCK)
 
 clean:
 	rm -rf runs build dist .pytest_cache .mypy_cache .ruff_cache

@@ -107,14 +107,16 @@ def test_packing_and_group_by_length(
         build_train_data(make_spec(tmp_path, shapes, packing=True), qwen, qfam, micro_batch_size=4)
 
 
-def test_videos_train_as_frames_or_are_refused(
+def test_videos_train_as_videos_or_are_refused(
     tmp_path: Path, shapes: Path, tiny_processor: Callable[[str], Any]
 ) -> None:
-    spec = make_spec(tmp_path, shapes, "video", video={"num_frames": 3})
+    spec = make_spec(tmp_path, shapes, "video", video={"num_frames": 4})
     processor, family = tiny_processor("qwen2_vl")
     data = build_train_data(spec, processor, family, micro_batch_size=2)
     b = next(iter(data.loader()))
-    assert b.inputs["image_grid_thw"].shape[0] == 2 * 3  # 2 samples x 3 frames
+    # one video per sample, 4 frames = 2 temporal patches each, through the video processor
+    assert b.inputs["video_grid_thw"][:, 0].tolist() == [2, 2]
+    assert "pixel_values_videos" in b.inputs and "pixel_values" not in b.inputs
     llava, lfam = tiny_processor("llava")
     with pytest.raises(ProblemReport, match="takes neither videos"):
         build_train_data(spec, llava, lfam, micro_batch_size=2)

@@ -185,8 +185,10 @@ def test_single_image_family_leaves_extra_images_out(tiny_processor: Callable[[s
     assert enc.stats.images_left_out == 1
 
 
-def test_video_frames_go_through_the_image_processor(tiny_processor: Callable[[str], Any]) -> None:
-    proc = tiny_processor("qwen2_vl")
+def test_qwen_video_goes_through_its_video_processor(tiny_processor: Callable[[str], Any]) -> None:
+    """8 sampled frames are one video of 4 temporal patches (temporal_patch_size 2), not 8
+    images: `pixel_values_videos` and `video_grid_thw` from Qwen2-VL's own video processor."""
+    processor, family = tiny_processor("qwen2_vl")
     s = sample(
         {
             "video": "v.mp4",
@@ -196,13 +198,47 @@ def test_video_frames_go_through_the_image_processor(tiny_processor: Callable[[s
             ],
         }
     )
-    frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
-    enc = SampleEncoder(proc[0], proc[1], max_length=4096)
-    e = enc.encode(s, [], [frames])
+    frames = np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    e = SampleEncoder(processor, family, max_length=4096).encode(s, [], [frames])
     assert e is not None
-    assert e.tensors["image_grid_thw"].shape[0] == 4  # one image per sampled frame
-    text = proc[0].tokenizer.decode(e.tensors["input_ids"][0])
-    assert text.count("<|vision_start|>") == 4
+    assert "pixel_values" not in e.tensors and "image_grid_thw" not in e.tensors
+    (t, h, w) = e.tensors["video_grid_thw"][0].tolist()
+    temporal = processor.video_processor.temporal_patch_size
+    merge = processor.video_processor.merge_size
+    assert t == 8 // temporal == 4
+    ids = e.tensors["input_ids"][0].tolist()
+    video_tokens = ids.count(processor.tokenizer.convert_tokens_to_ids("<|video_pad|>"))
+    assert video_tokens == t * h * w // merge**2
+    # The same frames as 8 images would take twice the tokens (one temporal patch each).
+    as_images = processor(
+        text=["<|vision_start|><|image_pad|><|vision_end|>" * 8],
+        images=[Image.fromarray(f) for f in frames],
+        return_tensors="pt",
+    )
+    assert int(as_images["image_grid_thw"].prod(dim=1).sum()) // merge**2 == 2 * video_tokens
+
+
+def test_llava_next_video_goes_through_its_video_processor(
+    tiny_processor: Callable[[str], Any],
+) -> None:
+    processor, family = tiny_processor("llava_next_video")
+    s = sample(
+        {
+            "video": "v.mp4",
+            "conversations": [
+                {"from": "human", "value": "<video>\nWhich way?"},
+                {"from": "gpt", "value": "left"},
+            ],
+        }
+    )
+    frames = np.zeros((6, 40, 48, 3), dtype=np.uint8)
+    e = SampleEncoder(processor, family, max_length=4096).encode(s, [], [frames])
+    assert e is not None
+    assert tuple(e.tensors["pixel_values_videos"].shape[:2]) == (1, 6)
+    assert "pixel_values" not in e.tensors
+    labels = e.tensors["labels"][0]
+    answer = processor.tokenizer.decode(labels[labels != -100])
+    assert answer.strip().startswith("left")
 
 
 THREE_TURNS = sample(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import io
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -17,7 +18,7 @@ from tests.conftest import REPO
 CHART = REPO / "charts" / "finetune-job"
 SPECS = Path(__file__).parent / "specs"
 GOLDEN = Path(__file__).parent / "golden"
-CRD = REPO.parent / "shared" / "schemas" / "kuberay-ray.io_rayjobs.yaml"
+CRD = Path(__file__).parent / "schemas" / "ray.io_rayjobs.yaml.gz"  # see schemas/README.md
 KUBE_VERSIONS = ("1.29.0", "1.33.0")
 
 JOB = "name: chart-test\nmodel:\n  name_or_path: tiny:llava\ndata:\n  mixture: shapes\n"
@@ -119,7 +120,8 @@ def rayjob_validator() -> Any:
 def rayjob_schema() -> dict[str, Any]:
     """The CRD's v1 openAPIV3Schema, made strict: objects with `properties` reject unknown keys
     (what the API server's strict field validation does; the CRD relies on pruning)."""
-    crd = yaml.safe_load(CRD.read_text())
+    with gzip.open(CRD, "rt", encoding="utf-8") as f:
+        crd = yaml.safe_load(f)
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     schema: dict[str, Any] = _strict(version["schema"]["openAPIV3Schema"])
     return schema

@@ -190,9 +190,9 @@ _QWEN_LIKE = {
     "supports_video": True,
     "supports_multi_image": True,
 }
-_NO_VIDEO_PROCESSOR = (
-    "the processor's video part needs torchvision; vlaunch samples frames with PyAV and "
-    "passes them through the image processor"
+_VIDEO_PROCESSOR = (
+    "videos go through the family's own video processor (frames sampled with PyAV per "
+    "data.num_frames / data.fps)"
 )
 
 FAMILIES: dict[str, Family] = {
@@ -238,7 +238,7 @@ FAMILIES: dict[str, Family] = {
             supports_video=True,
             supports_multi_image=True,
             examples=("llava-hf/LLaVA-NeXT-Video-7B-hf",),
-            quirks=(_NO_VIDEO_PROCESSOR,),
+            quirks=(_VIDEO_PROCESSOR,),
             **_LLAVA_LIKE,  # type: ignore[arg-type]
         ),
         Family(
@@ -252,7 +252,7 @@ FAMILIES: dict[str, Family] = {
                 "dynamic resolution: image tokens = (h/28)*(w/28); bound them with the "
                 "image processor's min_pixels/max_pixels",
                 "the projector is `visual.merger`, inside the vision tower module",
-                _NO_VIDEO_PROCESSOR,
+                _VIDEO_PROCESSOR,
             ),
             **_QWEN_LIKE,  # type: ignore[arg-type]
         ),
@@ -265,7 +265,7 @@ FAMILIES: dict[str, Family] = {
             vision_lora_modules=("qkv", "attn.proj", "gate_proj", "up_proj", "down_proj"),
             quirks=(
                 "dynamic resolution as Qwen2-VL; window attention in the vision tower",
-                _NO_VIDEO_PROCESSOR,
+                _VIDEO_PROCESSOR,
             ),
             **_QWEN_LIKE,  # type: ignore[arg-type]
         ),
@@ -287,8 +287,7 @@ FAMILIES: dict[str, Family] = {
             ),
             quirks=(
                 "images are split into tiles plus a global image; tokens per image vary",
-                "SmolVLM (model_type smolvlm) shares the layout; its processor's video part "
-                "needs torchvision",
+                "SmolVLM (model_type smolvlm) shares the layout and has a video processor",
             ),
         ),
         Family(

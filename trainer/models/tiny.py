@@ -2,11 +2,8 @@
 
 `build_tiny(family, out_dir)` writes a model folder (random weights via `save_pretrained`, a
 byte-level tokenizer, an image processor, the chat template) that loads back through the same
-`from_pretrained` path as a downloaded checkpoint. Nothing is downloaded.
-
-Processors are image-only: the video processors of transformers need torchvision, which this
-project does not install; video frames go through the image processor instead (see
-docs/models.md, "processor quirks").
+`from_pretrained` path as a downloaded checkpoint. Nothing is downloaded. Processors are the
+family's own classes, video processors included where the family has one.
 """
 
 from __future__ import annotations
@@ -59,15 +56,16 @@ def build_tokenizer(spec: TinySpec) -> PreTrainedTokenizerBase:
 
 
 def build_processor(spec: TinySpec, tokenizer: PreTrainedTokenizerBase) -> ProcessorMixin:
-    """The family's processor around an image processor (no video processor, see above)."""
+    """The family's processor: its image processor and, where it has one, video processor."""
     import transformers
 
-    from trainer.models.processors import processor_class
-
     kwargs: dict[str, Any] = dict(spec.processor)
-    cls = processor_class(kwargs.pop("class"))
+    cls = getattr(transformers, kwargs.pop("class"))
     image_cls_name, image_kwargs = kwargs.pop("image_processor")
     image_processor = getattr(transformers, image_cls_name)(**image_kwargs)
+    if "video_processor" in kwargs:
+        video_cls_name, video_kwargs = kwargs.pop("video_processor")
+        kwargs["video_processor"] = getattr(transformers, video_cls_name)(**video_kwargs)
     if spec.family == "paligemma":
         # PaliGemmaProcessor reads this attribute; the released processors carry it too.
         image_processor.image_seq_length = image_kwargs["image_seq_length"]

@@ -34,8 +34,8 @@ class TinySpec:
     pad: str
     chat_template: str
     processor: dict[str, Any]
-    """`class`: the transformers processor class; `image_processor`: (class name, kwargs);
-    other keys are passed to the processor."""
+    """`class`: the transformers processor class; `image_processor` and (families that have
+    one) `video_processor`: (class name, kwargs); other keys are passed to the processor."""
     add_bos: bool = False
     """The tokenizer itself prepends `bos` (Llama-2 style); otherwise the template does."""
     extra_special_tokens: dict[str, str] = field(default_factory=dict)
@@ -138,6 +138,15 @@ _QWEN_IMAGE = (
         "max_pixels": 32 * 32,
     },
 )
+_QWEN_VIDEO = (
+    "Qwen2VLVideoProcessor",
+    {
+        "patch_size": 4,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "size": {"shortest_edge": 16 * 16, "longest_edge": 32 * 32},
+    },
+)
 
 
 def _llava_specs() -> list[TinySpec]:
@@ -222,6 +231,10 @@ def _llava_specs() -> list[TinySpec]:
                     next_image[0],
                     {**next_image[1], "image_grid_pinpoints": [[32, 32], [64, 64]]},
                 ),
+                "video_processor": (
+                    "LlavaNextVideoVideoProcessor",
+                    {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}},
+                ),
             },
             extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
             **common,  # type: ignore[arg-type]
@@ -262,7 +275,11 @@ def _qwen_specs() -> list[TinySpec]:
                     "temporal_patch_size": 2,
                 },
             },
-            processor={"class": "Qwen2VLProcessor", "image_processor": _QWEN_IMAGE},
+            processor={
+                "class": "Qwen2VLProcessor",
+                "image_processor": _QWEN_IMAGE,
+                "video_processor": _QWEN_VIDEO,
+            },
             **common,  # type: ignore[arg-type]
         ),
         TinySpec(
@@ -284,7 +301,11 @@ def _qwen_specs() -> list[TinySpec]:
                     "fullatt_block_indexes": [1],
                 },
             },
-            processor={"class": "Qwen2_5_VLProcessor", "image_processor": _QWEN_IMAGE},
+            processor={
+                "class": "Qwen2_5_VLProcessor",
+                "image_processor": _QWEN_IMAGE,
+                "video_processor": _QWEN_VIDEO,
+            },
             **common,  # type: ignore[arg-type]
         ),
     ]
