@@ -39,10 +39,12 @@ def test_hadolint_passes(name: str) -> None:
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_image_is_what_the_chart_expects(name: str) -> None:
     text = (REPO / "docker" / name).read_text()
-    # torch pinned and installed before the package, so the extras never pick another build
-    torch = text.index('"torch==${TORCH_VERSION}"')
-    assert torch < text.index('"/src[train]"')
-    assert re.search(r"^ARG TORCH_VERSION=\d+\.\d+\.\d+$", text, re.MULTILINE)
+    # the lock, installed before the package and without resolving anything else
+    lock = text.index("COPY requirements/lock.txt /src/requirements/lock.txt")
+    assert lock < text.index("--no-deps --no-build-isolation /src")
+    assert "--no-deps -r" in text
+    # the lock is for CPython 3.11: the base image must be 3.11 too
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-", text, re.MULTILINE)
     # non-root, numeric, uid 1000 = the chart's default runAsUser
     assert re.search(r"^USER 1000:1000$", text, re.MULTILINE)
     assert "useradd --uid 1000" in text
@@ -51,10 +53,18 @@ def test_image_is_what_the_chart_expects(name: str) -> None:
         assert f"COPY {folder} /src/{folder}" in text
 
 
-def test_gpu_image_has_a_cuda_base() -> None:
-    text = (REPO / "docker" / "Dockerfile").read_text()
-    assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+-runtime-ubuntu", text, re.MULTILINE)
-    assert "download.pytorch.org/whl/cu" in text
+def test_cpu_image_swaps_in_cpu_builds_of_the_locked_torch() -> None:
+    text = (REPO / "docker" / "Dockerfile.cpu").read_text()
+    assert "download.pytorch.org/whl/cpu" in text
+    assert "\"$(grep -E '^torch==' /src/requirements/lock.txt)+cpu\"" in text
+    assert "\"$(grep -E '^torchvision==' /src/requirements/lock.txt)+cpu\"" in text
+
+
+def test_lock_targets_the_images_python() -> None:
+    lock = (REPO / "requirements" / "lock.txt").read_text()
+    assert "--python-version 3.11" in (REPO / "Makefile").read_text()
+    assert re.search(r"^torch==\d", lock, re.MULTILINE)
+    assert re.search(r"^torchvision==\d", lock, re.MULTILINE)
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
