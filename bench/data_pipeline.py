@@ -155,10 +155,10 @@ def loader_samples_per_s(
     spec_dict: dict[str, Any], *, real_size: bool, batches: int, repeats: int
 ) -> dict[str, Any]:
     """Samples/s of the trainer's DataLoader alone (first micro-batch not timed)."""
-    from launcher.plan import make_plan
-    from launcher.spec import spec_from_dict
     from trainer.data.build import build_train_data, loader_settings
     from trainer.data.processors import load_processor
+    from vlaunch_core.plan import make_plan
+    from vlaunch_core.spec import spec_from_dict
 
     spec = spec_from_dict(spec_dict)
     processor, family = load_processor(spec.model.name_or_path)

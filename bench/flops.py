@@ -29,8 +29,8 @@ _LAYER = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
 
 
 def _sizes(config: dict[str, Any], family: str) -> dict[str, Any]:
-    from trainer.models.families import get_family
-    from trainer.models.shapes import param_table
+    from vlaunch_core.models.families import get_family
+    from vlaunch_core.models.shapes import param_table
 
     fam = get_family(family)
     unused = fam.unused_prefixes(config)

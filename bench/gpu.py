@@ -10,7 +10,7 @@ trainable weights, the strategy's `prepare`), then run the loop's own optimizer 
 for `warmup + steps` steps. Reported: median step time, tokens/s, MFU (FLOPs counted as
 `bench.flops` says, against the profile's dense bf16 peak), peak memory
 (`torch.cuda.max_memory_allocated` / `max_memory_reserved`), and the memory estimator's
-prediction (`launcher.plan.make_plan(spec).memory`) for the same spec.
+prediction (`vlaunch_core.plan.make_plan(spec).memory`) for the same spec.
 
 Memory comparison: the estimator predicts what the device must hold, CUDA context included
 (its `overhead` part), so it is compared with the reserved peak plus the CUDA context measured

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     import torch
 
     from bench.gpu_batches import BatchShape
-    from launcher.plan import Plan
-    from launcher.spec import JobSpec
+    from vlaunch_core.plan import Plan
+    from vlaunch_core.spec import JobSpec
 
 LLM_FULL = {"preset": None, "vision_tower": "frozen", "projector": "full", "language_model": "full"}
 LORA = {"preset": "lora_llm"}
@@ -72,7 +72,7 @@ def tiny_variant(cfg: GpuConfig) -> GpuConfig:
 
 def gpu_spec(cfg: GpuConfig, *, profile: str, precision: str, out_dir: str) -> JobSpec:
     """The job spec the planner sees for this configuration (one device, one micro batch)."""
-    from launcher.spec import spec_from_dict
+    from vlaunch_core.spec import spec_from_dict
 
     raw = {
         "name": "bench-gpu",
@@ -238,9 +238,9 @@ class Setup:
 def prepare(cfg: GpuConfig, device: torch.device, *, image_px: int, out_dir: str) -> Setup:
     """Spec and plan (bf16 on a GPU, fp32 on CPU), the memory probe, one synthetic batch."""
     from bench.gpu_batches import synthetic_batch
-    from launcher.plan import make_plan
-    from launcher.profiles import detect_local_profile
-    from trainer.models.configs import model_config_dict
+    from vlaunch_core.models.configs import model_config_dict
+    from vlaunch_core.plan import make_plan
+    from vlaunch_core.profiles import detect_local_profile
 
     on_gpu = is_cuda(device)
     profile = detect_local_profile() if on_gpu else "cpu"
@@ -254,7 +254,7 @@ def prepare(cfg: GpuConfig, device: torch.device, *, image_px: int, out_dir: str
 
 
 def _peak_flops(profile: str) -> float:
-    from launcher.profiles import get_profile
+    from vlaunch_core.profiles import get_profile
 
     return float(get_profile(profile).peak_tflops) * 1e12
 

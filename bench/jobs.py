@@ -24,7 +24,7 @@ BENCH_ROOT = REPO / "runs" / "bench"
 
 def shapes_data(root: Path = BENCH_ROOT, train: int = 256) -> Path:
     """The synthetic shapes dataset (colour questions on 48 px images), built once."""
-    from trainer.data.synth import SynthSizes, synthesize
+    from vlaunch_core.data.synth import SynthSizes, synthesize
 
     folder = root / f"shapes-{train}"
     synthesize(

@@ -8,7 +8,7 @@ Two length mixes (token counts per sample, image tokens included, cap 2048):
   instructions and multi-turn chats (median 150), 10% multi-image samples (2-3 images of
   576 tokens + median 120), 12% text-only conversations (median 400).
 
-Micro-batches come from vlaunch's own sampler (`trainer.data.sampler.GlobalBatchSampler`), so
+Micro-batches come from vlaunch's own sampler (`vlaunch_core.data.sampler.GlobalBatchSampler`), so
 grouping acts within each global batch exactly as in training. Two wastes per batching:
 
 - padding waste = padding slots / all token slots;
@@ -76,7 +76,7 @@ def sampler_batches(
 ) -> list[list[int]]:
     """Sample indices of the micro-batches in training order: step by step, all ranks of a
     step together (entry `(s * accum + k) * world + r` is rank r's k-th micro-batch of step s)."""
-    from trainer.data.sampler import GlobalBatchSampler
+    from vlaunch_core.data.sampler import GlobalBatchSampler
 
     per_rank = []
     for rank in range(world):

@@ -74,9 +74,9 @@ def write_mix_dataset(folder: Path, shapes: Path, n: int, seed: int = 0) -> Path
 def _trained_waste(spec_dict: dict[str, Any], timed: range, grouped: bool, packed: bool) -> float:
     """Padding waste of exactly the micro-batches of the `timed` steps: the trainer's sampler
     order (from the index's length estimates) and each sample's encoded length."""
-    from launcher.spec import spec_from_dict
     from trainer.data.build import build_mixture
     from trainer.data.processors import load_processor
+    from vlaunch_core.spec import spec_from_dict
 
     spec = spec_from_dict(spec_dict)
     processor, family = load_processor(spec.model.name_or_path)

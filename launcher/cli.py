@@ -5,7 +5,7 @@ Each subcommand lives in `launcher/commands/<module>.py` with two functions:
 lazily). Commands that take a job spec also take dotted `key=value` overrides anywhere on the
 line; they arrive in `args.overrides`.
 
-User mistakes raise `launcher.errors.UserError`: printed without a traceback, exit code 2.
+User mistakes raise `vlaunch_core.errors.UserError`: printed without a traceback, exit code 2.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def _split_overrides(cmd: Command, extra: list[str]) -> list[str]:
-    from launcher.errors import UserError
-    from launcher.overrides import is_override
+    from vlaunch_core.errors import UserError
+    from vlaunch_core.overrides import is_override
 
     bad = [t for t in extra if not (cmd.overrides and is_override(t))]
     if bad:
@@ -125,7 +125,7 @@ def _split_overrides(cmd: Command, extra: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from launcher.errors import UserError
+    from vlaunch_core.errors import UserError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_user_error(e: Exception) -> None:
     from rich.console import Console
 
-    from launcher.errors import UserError
+    from vlaunch_core.errors import UserError
 
     text = e.render() if isinstance(e, UserError) else str(e)
     console = Console(stderr=True, highlight=False, soft_wrap=True)

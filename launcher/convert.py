@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 #: Keys that need no counterpart in vlaunch, with the reason shown to the user.
 IGNORED: dict[str, str] = {
@@ -382,7 +382,7 @@ def convert(
 
 def _convert_tuning(conv: Conversion) -> None:
     norm, spec, get, mark = conv.inputs, conv.spec, conv.get, conv.mark
-    from trainer.models.presets import PRESETS
+    from vlaunch_core.models.presets import PRESETS
 
     tuning = spec.setdefault("tuning", {})
     lora = _truthy(get("lora_enable", False)) or str(get("peft_method", "")).lower() == "lora"

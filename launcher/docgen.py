@@ -14,7 +14,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from launcher.specbase import Section
+from vlaunch_core.section import Section
 
 
 def _type_name(annotation: Any) -> str:
@@ -80,12 +80,13 @@ def rows(model: type[Section], prefix: str = "") -> list[tuple[str, str, str, st
 
 
 def render() -> str:
-    from launcher.spec import JobSpec
+    from vlaunch_core.spec import JobSpec
 
     lines = [
         "# Job spec reference",
         "",
-        "Generated from `launcher/spec.py` by `python -m launcher.docgen` (do not edit by hand).",
+        "Generated from `vlaunch_core/spec.py` by `python -m launcher.docgen` "
+        "(do not edit by hand).",
         "Every key can be overridden on the command line as `dotted.key=value`.",
         "",
         "| key | type | default | meaning |",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 #: backend -> its control module, and what to install when it is missing.
 CONTROL_MODULES: dict[str, str] = {

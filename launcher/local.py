@@ -18,25 +18,25 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
-    from launcher.plan import Plan
-    from launcher.spec import JobSpec
+    from vlaunch_core.plan import Plan
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
 
 def local_gpu_count() -> int:
     """GPUs nvidia-smi lists (respecting CUDA_VISIBLE_DEVICES), without importing torch."""
-    from launcher.profiles import nvidia_smi
+    from vlaunch_core.profiles import nvidia_smi
 
     return len(nvidia_smi("index"))
 
 
 def plan_or_refuse(spec: JobSpec) -> Plan:
     """The plan of `spec`, or a user error when its memory prediction does not fit."""
-    from launcher.plan import make_plan
+    from vlaunch_core.plan import make_plan
 
     plan = make_plan(spec)
     if not plan.fits:

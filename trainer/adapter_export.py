@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
 from trainer.checkpoint import NON_LORA_FILE, spec_yaml
 from trainer.export import adapter_readme, base_path, base_reference, check_output, replace_dir
-from trainer.models.families import canonical_name
 from trainer.trained import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SPEC_FILE, Trained, read_adapter_config
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.families import canonical_name
 
 if TYPE_CHECKING:
     import torch
 
-    from trainer.models.families import Family
+    from vlaunch_core.models.families import Family
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def _base_shapes(config: dict[str, Any], family: Family | None) -> dict[str, tup
     base = config.get("base_model_name_or_path")
     if not base:
         return {}
-    from trainer.models.configs import model_config_dict
-    from trainer.models.shapes import param_table
+    from vlaunch_core.models.configs import model_config_dict
+    from vlaunch_core.models.shapes import param_table
 
     try:
         table = param_table(model_config_dict(str(base)), family.name if family else None)
@@ -168,8 +168,8 @@ def export_adapter(
 
 
 def family_of(trained: Trained) -> Family:
-    from trainer.models.configs import model_config_dict
-    from trainer.models.families import detect_family, get_family
+    from vlaunch_core.models.configs import model_config_dict
+    from vlaunch_core.models.families import detect_family, get_family
 
     base = trained.base_model_spec()
     if base.family is not None:

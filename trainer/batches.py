@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     from trainer.data.build import TrainData

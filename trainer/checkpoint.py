@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from launcher.plan import Plan
-    from launcher.spec import JobSpec
     from trainer.strategies.base import Strategy
+    from vlaunch_core.plan import Plan
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
 from trainer.checkpoint import is_peft
 from trainer.trained import ADAPTER_WEIGHTS, read_adapter_config, resolve
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     from torch import nn

@@ -56,7 +56,7 @@ def init_distributed(*, use_gpu: bool, timeout_minutes: float) -> DistEnv:
     local_rank = _env_int("LOCAL_RANK", 0)
     if use_gpu:
         if not torch.cuda.is_available():
-            from launcher.errors import UserError
+            from vlaunch_core.errors import UserError
 
             raise UserError(
                 "the plan runs on GPUs but this worker sees no CUDA device",

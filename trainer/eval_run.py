@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
 from trainer.rundir import write_json_atomic
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
-    from launcher.spec import JobSpec
     from trainer.evaluate import EvalResult
     from trainer.trained import Trained
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def eval_spec(trained: Trained, data: str | None) -> tuple[JobSpec, str]:
     `data` is a mixture of registered names (`shapes_eval+other`) or a dataset file (JSON /
     JSONL, media relative to it); None means the run's own `data.eval_mixture`.
     """
-    from launcher.spec import DatasetEntry, DataSpec, JobSpec
+    from vlaunch_core.spec import DatasetEntry, DataSpec, JobSpec
 
     spec = trained.spec
     if data is not None and Path(data).expanduser().is_file():
@@ -95,7 +95,7 @@ def eval_spec(trained: Trained, data: str | None) -> tuple[JobSpec, str]:
             hint="pass --data NAME (a dataset of the run's registries) or --data FILE.json",
         )
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"eval_mixture": mixture})})
-    from trainer.data.mixture import resolve_mixture
+    from vlaunch_core.data.mixture import resolve_mixture
 
     resolve_mixture(spec, "eval")  # unknown names fail before the model is loaded
     return spec, mixture

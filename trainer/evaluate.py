@@ -31,8 +31,8 @@ from trainer.rundir import RunDir, write_json_atomic
 if TYPE_CHECKING:
     import torch
 
-    from launcher.spec import JobSpec
-    from trainer.models.families import Family
+    from vlaunch_core.models.families import Family
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 

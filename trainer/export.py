@@ -25,14 +25,14 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
 from trainer.checkpoint import ADAPTER_DIR, NON_LORA_FILE, is_peft, save_weights, spec_yaml
 from trainer.trained import SPEC_FILE, Trained
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
-    from launcher.spec import JobSpec, ModelSpec
     from trainer.rundir import RunDir
     from trainer.strategies.base import Strategy
+    from vlaunch_core.spec import JobSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _export_dtype(base: ModelSpec, dtype: str) -> str:
     """`auto`: the dtype the base checkpoint is stored in (float32 when it does not say)."""
     if dtype != "auto":
         return dtype
-    from trainer.models.configs import model_config_dict
+    from vlaunch_core.models.configs import model_config_dict
 
     try:
         config = model_config_dict(base_path(base), revision=base.revision)

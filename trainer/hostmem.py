@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from launcher.host_memory import HostMemoryEstimate
-    from launcher.plan import Plan
     from trainer.dist import DistEnv
+    from vlaunch_core.host_memory import HostMemoryEstimate
+    from vlaunch_core.plan import Plan
 
 logger = logging.getLogger(__name__)
 

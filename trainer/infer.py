@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import Problem, ProblemReport, UserError
-from trainer.data.formats import Part, Sample, Turn
+from vlaunch_core.data.formats import Part, Sample, Turn
+from vlaunch_core.errors import Problem, ProblemReport, UserError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,8 +70,8 @@ def single_prompt(
 
 def read_prompts(path: Path) -> list[Prompt]:
     """Every sample of a batch file, or one `ProblemReport` naming each bad sample."""
-    from trainer.data.formats import iter_samples
-    from trainer.data.media import MediaError, MediaRoot
+    from vlaunch_core.data.formats import iter_samples
+    from vlaunch_core.data.media import MediaError, MediaRoot
 
     if not path.is_file():
         raise ProblemReport("cannot read the batch file", [Problem(str(path), "no such file")])
@@ -155,7 +155,7 @@ class Predictor:
         self.top_p = top_p
 
     def load_media(self, prompt: Prompt) -> tuple[list[Any], list[np.ndarray]]:
-        from trainer.data.media import MediaRoot, load_image, load_video
+        from vlaunch_core.data.media import MediaRoot, load_image, load_video
 
         m, s = self.media, prompt.sample
         root = MediaRoot(prompt.media_root) if prompt.media_root is not None else None

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from launcher.errors import UserError
 from trainer import dist, faults
 from trainer.batches import micro_batches
 from trainer.checkpoint import TrainerState, load_weights, restore_training_state, spec_yaml
@@ -39,15 +38,16 @@ from trainer.hostmem import HostMemoryGuard
 from trainer.loss import model_inputs, summed_cross_entropy, target_tokens
 from trainer.rundir import RunDir, write_json_atomic
 from trainer.stop import StopRequest
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
-    from launcher.plan import Plan
-    from launcher.spec import JobSpec
     from trainer.data.build import TrainData
     from trainer.evaluate import Evaluator
     from trainer.metrics import MetricsWriter
     from trainer.progress import ProgressDisplay
     from trainer.strategies.base import Strategy
+    from vlaunch_core.plan import Plan
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +94,10 @@ class Recipe:
     # ================================================================== setup
 
     def setup(self) -> None:
-        from launcher.plan import make_plan
-        from launcher.profiles import resolve_world
         from trainer.schedule import build_scheduler
         from trainer.strategies import build_strategy
+        from vlaunch_core.plan import make_plan
+        from vlaunch_core.profiles import resolve_world
 
         spec, tr = self.spec, self.spec.train
         use_gpu = resolve_world(spec).profile.is_gpu

@@ -14,11 +14,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
-    from launcher.spec import JobSpec
     from trainer.rundir import RunDir
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 

@@ -31,14 +31,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
 from trainer.host import WriteFn
 from trainer.rundir import RunDir, checkpoint_name, is_uri
 from trainer.stop import EXIT_STOPPED, STOP_SIGNALS
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
-    from launcher.plan import Plan
-    from launcher.spec import JobSpec
+    from vlaunch_core.plan import Plan
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ def worker_main(config: dict[str, Any]) -> None:
     of being retried by `FailureConfig`; the driver reports it from status.json."""
     import ray.train
 
-    from launcher.spec import spec_from_dict
     from trainer.loop import Recipe
+    from vlaunch_core.spec import spec_from_dict
 
     _worker_logging(ray.train.get_context().get_world_rank())
     spec = spec_from_dict(config["spec"], check=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 Format = Literal["html", "md"]
 GIB = 1024**3

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,10 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"[rank {rank}] %(message)s" if "WORLD_SIZE" in os.environ else "%(message)s",
     )
-    from launcher.spec import load_spec
     from trainer import dist
     from trainer.loop import train
     from trainer.stop import EXIT_STOPPED
+    from vlaunch_core.spec import load_spec
 
     try:
         spec = load_spec(args.job, _world_overrides() + list(args.overrides))

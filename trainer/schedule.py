@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from launcher.spec import TrainSpec
+    from vlaunch_core.spec import TrainSpec
 
 
 def warmup_steps_for(train: TrainSpec, total_steps: int) -> int:

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from launcher.errors import UserError
 from trainer.checkpoint import ADAPTER_DIR, NON_LORA_FILE
 from trainer.rundir import TRAINER_STATE, RunDir, checkpoint_step
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from launcher.spec import DataSpec, JobSpec, ModelSpec
-    from trainer.models.families import Family
+    from vlaunch_core.models.families import Family
+    from vlaunch_core.spec import DataSpec, JobSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Trained:
 
     def base_model_spec(self) -> ModelSpec:
         """The base model the adapter (or trained weights) apply to."""
-        from launcher.spec import ModelSpec
+        from vlaunch_core.spec import ModelSpec
 
         if self.model is not None:
             family = self.spec.model.family if self.spec is not None else None
@@ -91,7 +91,7 @@ class Trained:
 
     def data_spec(self) -> DataSpec:
         """Chat and media options the run used (defaults for foreign folders)."""
-        from launcher.spec import DataSpec
+        from vlaunch_core.spec import DataSpec
 
         return self.spec.data if self.spec is not None else DataSpec(mixture="-")
 
@@ -120,7 +120,7 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
 
 def read_spec(path: Path) -> JobSpec:
     """A resolved spec written by vlaunch (run `spec.yaml` or an export's copy)."""
-    from launcher.spec import spec_from_dict
+    from vlaunch_core.spec import spec_from_dict
 
     try:
         raw = yaml.safe_load(path.read_text())

@@ -12,13 +12,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from launcher.spec import JobSpec
+    from vlaunch_core.spec import JobSpec
 
 
 def _field(dotted: str) -> Any:
     """The pydantic field of a dotted spec key."""
-    from launcher.spec import JobSpec
-    from launcher.spec_errors import annotation_model
+    from vlaunch_core.spec import JobSpec
+    from vlaunch_core.spec_errors import annotation_model
 
     model: Any = JobSpec
     parts = dotted.split(".")
@@ -94,7 +94,7 @@ def add_resource_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_job(args: argparse.Namespace, *, check: bool = True) -> JobSpec:
     """The job spec named by `args.job`, with flag overrides then `key=value` overrides."""
-    from launcher.spec import load_spec
+    from vlaunch_core.spec import load_spec
 
     overrides = spec_flag_overrides(args) + list(getattr(args, "overrides", []) or [])
     return load_spec(args.job, overrides, check=check)

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
-    from trainer.data.check import CheckReport, CheckSource, LengthCounter
+    from vlaunch_core.data.check import CheckReport, CheckSource, LengthCounter
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from trainer.data.synth import SynthSizes, synthesize
+    from vlaunch_core.data.synth import SynthSizes, synthesize
 
     for name in ("train", "eval", "video_train", "video_eval"):
         if getattr(args, name) < 0:
@@ -147,7 +147,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _is_job_spec(path: Path) -> bool:
     if path.suffix.lower() not in (".yaml", ".yml"):
         return False
-    from launcher.spec import read_yaml
+    from vlaunch_core.spec import read_yaml
 
     raw = read_yaml(path)
     return isinstance(raw, dict) and "data" in raw and "model" in raw
@@ -168,7 +168,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> CheckReport:
-    from trainer.data.check import CheckOptions
+    from vlaunch_core.data.check import CheckOptions
 
     sources, data, model = _sources(args)
     max_length = (
@@ -206,8 +206,8 @@ def _run_check(args: argparse.Namespace) -> CheckReport:
 
 def _sources(args: argparse.Namespace) -> tuple[list[CheckSource], Any, str | None]:
     """The files to check, the job's data options (or None) and its model (or None)."""
-    from trainer.data.check import CheckSource, sources_from_mixture
-    from trainer.data.mixture import resolve_mixture, resolve_registry_mixture
+    from vlaunch_core.data.check import CheckSource, sources_from_mixture
+    from vlaunch_core.data.mixture import resolve_mixture, resolve_registry_mixture
 
     if args.registry or args.mixture:
         if not (args.registry and args.mixture):
@@ -232,7 +232,7 @@ def _sources(args: argparse.Namespace) -> tuple[list[CheckSource], Any, str | No
     if not target.is_file():
         raise UserError(f"{target}: no such file")
     if _is_job_spec(target):
-        from launcher.spec import load_spec
+        from vlaunch_core.spec import load_spec
 
         spec = load_spec(target)
         items = []
@@ -269,7 +269,7 @@ def _with_progress(
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from trainer.data.check import check_sources
+    from vlaunch_core.data.check import check_sources
 
     console = Console(stderr=True)
     if quiet or not console.is_terminal:
@@ -291,7 +291,7 @@ def _print_report(report: CheckReport, limit: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from trainer.data.problems import KINDS
+    from vlaunch_core.data.problems import KINDS
 
     out = Console(highlight=False, soft_wrap=True)
     by_kind: dict[str, list[Any]] = {}

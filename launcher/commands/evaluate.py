@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from launcher.commands.common import print_json
-    from launcher.errors import UserError
     from trainer.eval_run import default_output, evaluate, record
     from trainer.trained import resolve
+    from vlaunch_core.errors import UserError
 
     for flag in ("batch_size", "shards"):
         value = getattr(args, flag)

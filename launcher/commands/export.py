@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from launcher.errors import UserError
     from trainer.trained import resolve
+    from vlaunch_core.errors import UserError
 
     if args.drop_non_llm and not args.llm_only_adapter:
         raise UserError("--drop-non-llm only applies to --llm-only-adapter")

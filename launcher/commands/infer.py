@@ -78,7 +78,7 @@ def device_and_dtype(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from launcher.errors import UserError
+    from vlaunch_core.errors import UserError
 
     if args.batch:
         if args.prompt or args.image or args.video:
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _require_file(path: Any) -> None:
-    from launcher.errors import UserError
+    from vlaunch_core.errors import UserError
 
     if not path.is_file():
         raise UserError(f"{path}: no such file", hint="check the --image / --video path")

@@ -5,7 +5,7 @@ plan, and creates the objects with the `kubernetes` client; prints the handle
 `k8s:<namespace>/<name>` that `vlaunch status|logs|cancel` take. `--dry-run` prints the
 rendered manifests instead, `--print-values` the chart values (for `helm install -f`).
 
-Every `k8s:` option of the spec has a flag, generated from `launcher/k8s/options.py`
+Every `k8s:` option of the spec has a flag, generated from `vlaunch_core/k8s_options.py`
 (`--shm-size 32Gi` is the override `k8s.shm_size=32Gi`), so the spec stays the one source.
 """
 
@@ -54,7 +54,7 @@ def add_option_flags(
     prefix (`--volume-size`), and its `enabled` field is the section's own flag (`--kuberay`,
     or `--no-volume` when it defaults to on).
     """
-    from launcher.specbase import Section
+    from vlaunch_core.section import Section
 
     for name, field in model.model_fields.items():
         key, annotation = f"{dotted}.{name}", field.annotation
@@ -86,7 +86,7 @@ def add_option_flags(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from launcher.k8s.options import KubernetesOptions
+    from vlaunch_core.k8s_options import KubernetesOptions
 
     add_job_argument(parser)
     add_resource_flags(parser)
@@ -110,10 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from launcher.errors import UserError
     from launcher.k8s.chart import render
     from launcher.k8s.values import chart_values, paths_outside_volume, values_yaml
-    from launcher.plan import make_plan
+    from vlaunch_core.errors import UserError
+    from vlaunch_core.plan import make_plan
 
     spec = load_job(args)
     if spec.resources.profile == "auto":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from launcher.commands.common import add_job_argument, add_spec_flag, load_job
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

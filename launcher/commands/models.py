@@ -1,6 +1,6 @@
 """`vlaunch models [FAMILY] [--presets] [--json]`: supported VLM families and tuning presets.
 
-Reads the torch-free registries only (`trainer.models.families`, `trainer.models.presets`).
+Reads the torch-free registries only (`vlaunch_core.models.families`, `.presets`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def family_rows() -> list[dict[str, Any]]:
-    from trainer.models.families import FAMILIES
+    from vlaunch_core.models.families import FAMILIES
 
     return [
         {
@@ -67,7 +67,7 @@ def family_rows() -> list[dict[str, Any]]:
 
 
 def family_details(name: str) -> dict[str, Any]:
-    from trainer.models.families import get_family
+    from vlaunch_core.models.families import get_family
 
     f = get_family(name)
     return {
@@ -90,7 +90,7 @@ def family_details(name: str) -> dict[str, Any]:
 
 
 def preset_rows() -> list[dict[str, Any]]:
-    from trainer.models.presets import PRESETS
+    from vlaunch_core.models.presets import PRESETS
 
     return [
         {

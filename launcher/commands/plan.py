@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from launcher.commands.common import add_job_argument, add_resource_flags, load_job, print_json
 
 if TYPE_CHECKING:
-    from launcher.host_memory import HostMemoryEstimate
-    from launcher.plan import Plan
-    from launcher.spec import JobSpec
+    from vlaunch_core.host_memory import HostMemoryEstimate
+    from vlaunch_core.plan import Plan
+    from vlaunch_core.spec import JobSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from launcher.plan import make_plan
+    from vlaunch_core.plan import make_plan
 
     spec = load_job(args)
     plan = make_plan(spec)

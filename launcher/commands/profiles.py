@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from launcher.commands.common import print_json
-    from launcher.profiles import all_profiles, detect_local_profile
+    from vlaunch_core.profiles import all_profiles, detect_local_profile
 
     profiles = all_profiles(args.file)
     if args.json:

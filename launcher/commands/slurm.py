@@ -4,7 +4,7 @@ Renders the job into one sbatch script (Ray across the allocation, then the trai
 requeue before the time limit) and submits it with `sbatch --parsable`; prints the handle
 `slurm:<jobid>` that `vlaunch status|logs|cancel` take. `--dry-run` prints the script and
 submits nothing. Every `slurm:` option of the spec has a flag generated from
-`launcher/slurm/options.py` (`--max-restarts 5` is the override `slurm.max_restarts=5`).
+`vlaunch_core/slurm_options.py` (`--max-restarts 5` is the override `slurm.max_restarts=5`).
 
 `--in-allocation` is what the `slurm/srun_*.sh` entry points run inside a job: render the
 script for the current allocation and execute it there.
@@ -22,10 +22,10 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 from launcher.commands.common import add_job_argument, add_resource_flags, spec_flag_overrides
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
-    from launcher.spec import JobSpec
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _kind(annotation: Any) -> tuple[str, tuple[str, ...]]:
 
 def add_option_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """One flag per field of the spec's `slurm:` section, help text from its docstring."""
-    from launcher.slurm.options import SlurmOptions
+    from vlaunch_core.slurm_options import SlurmOptions
 
     for name, field in SlurmOptions.model_fields.items():
         text = _SENTENCE.split(" ".join((field.description or "").split()))[0].rstrip(".")
@@ -133,7 +133,7 @@ def allocation_overrides() -> list[str]:
 def load_slurm_spec(path: str, overrides: list[str], user_overrides: list[str]) -> JobSpec:
     """The spec with flags, overrides and then the variant's overrides applied."""
     from launcher.slurm.variants import check_conflicts, variant_overrides
-    from launcher.spec import load_spec
+    from vlaunch_core.spec import load_spec
 
     variant = load_spec(path, overrides, check=False).slurm.variant
     if variant is None:

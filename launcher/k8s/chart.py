@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import sys
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from launcher.errors import UserError
 from launcher.k8s.kubeapi import Kube, KubeError, default_api_client
 from launcher.k8s.submit import find_workload, handle, selector
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     from launcher.jobs import JobStatus

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from launcher.errors import UserError
 from launcher.k8s.chart import Rendered
 from launcher.k8s.kubeapi import Kube, KubeError
+from vlaunch_core.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ import posixpath
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
-from launcher.specbase import Section
+from vlaunch_core.errors import UserError
+from vlaunch_core.section import Section
 
 if TYPE_CHECKING:
-    from launcher.k8s.options import KubernetesOptions
-    from launcher.profiles import World
-    from launcher.spec import JobSpec
+    from vlaunch_core.k8s_options import KubernetesOptions
+    from vlaunch_core.profiles import World
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from launcher.errors import UserError
 from launcher.slurm.submit import Runner, SlurmCommandError, checked, run_command
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     from launcher.jobs import JobStatus

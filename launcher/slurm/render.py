@@ -20,13 +20,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launcher.errors import Problem, raise_if_any
-from launcher.slurm.options import time_limit_seconds
+from vlaunch_core.errors import Problem, raise_if_any
+from vlaunch_core.slurm_options import time_limit_seconds
 
 if TYPE_CHECKING:
     import jinja2
 
-    from launcher.spec import JobSpec
+    from vlaunch_core.spec import JobSpec
 
 EXIT_INTERRUPTED = 75
 """The driver's exit status for "stopped after a resumable checkpoint" (EX_TEMPFAIL)."""
@@ -233,7 +233,7 @@ def _tuning_summary(spec: JobSpec) -> str:
 
 def build_request(spec: JobSpec, *, in_allocation: bool = False) -> SlurmRequest:
     """The request for `spec` (already validated, variant applied)."""
-    from launcher.profiles import resolve_world
+    from vlaunch_core.profiles import resolve_world
 
     raise_if_any("cannot render the Slurm job", _problems(spec, in_allocation))
     s = spec.slurm
@@ -322,8 +322,8 @@ def build_request(spec: JobSpec, *, in_allocation: bool = False) -> SlurmRequest
 
 def render_entrypoint(variant: str) -> str:
     """The ready `slurm/<variant>.sh` for plain `sbatch` users."""
-    from launcher.slurm.options import SlurmOptions
-    from trainer.models.presets import VARIANTS
+    from vlaunch_core.models.presets import VARIANTS
+    from vlaunch_core.slurm_options import SlurmOptions
 
     preset = VARIANTS[variant]
     defaults = SlurmOptions()
@@ -344,6 +344,6 @@ def render_entrypoint(variant: str) -> str:
 
 def entrypoint_files(slurm_dir: str | os.PathLike[str]) -> dict[Path, str]:
     """Every entry point `slurm/` should hold, by path."""
-    from trainer.models.presets import VARIANTS
+    from vlaunch_core.models.presets import VARIANTS
 
     return {Path(slurm_dir) / f"{v}.sh": render_entrypoint(v) for v in VARIANTS}

@@ -16,8 +16,8 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 
-from launcher.errors import UserError, did_you_mean
 from launcher.slurm.render import SlurmRequest
+from vlaunch_core.errors import UserError, did_you_mean
 
 logger = logging.getLogger(__name__)
 

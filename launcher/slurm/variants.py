@@ -7,13 +7,13 @@ shows them.
 
 from __future__ import annotations
 
-from launcher.errors import UserError, unknown_name
-from launcher.overrides import parse_override
+from vlaunch_core.errors import UserError, unknown_name
+from vlaunch_core.overrides import parse_override
 
 
 def variant_overrides(variant: str) -> list[str]:
     """The `key=value` overrides a variant stands for."""
-    from trainer.models.presets import VARIANTS
+    from vlaunch_core.models.presets import VARIANTS
 
     if variant not in VARIANTS:
         raise unknown_name("Slurm variant", variant, VARIANTS)

@@ -25,8 +25,8 @@ def train_here(folder: Path, shapes: Path, name: str, **sections: Any) -> Path:
     """Train a tiny job in this process (world 1, fp32) and return its run directory."""
     import torch
 
-    from launcher.spec import load_spec
     from trainer.loop import train
+    from vlaunch_core.spec import load_spec
 
     defaults: dict[str, Any] = {
         "train": {

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from launcher.errors import UserError
 from tests.trainer.helpers import write_job
+from vlaunch_core.errors import UserError
 
 
 def _job(folder: Path, shapes: Path, demo_run: Path, name: str, **sections: Any) -> Path:
@@ -51,10 +51,10 @@ def test_step_zero_is_base_plus_the_old_adapter(
 ) -> None:
     import torch
 
-    from launcher.spec import load_spec
     from trainer.loop import Recipe
     from trainer.loss import model_inputs
     from trainer.trained import load_trained, resolve
+    from vlaunch_core.spec import load_spec
 
     spec = load_spec(_job(tmp_path, shapes, demo_run, "cont"))
     recipe = Recipe(spec, quiet=True)
@@ -83,8 +83,8 @@ def test_the_continued_run_trains_and_starts_where_the_old_one_ended(
 ) -> None:
     from safetensors.torch import load_file
 
-    from launcher.spec import load_spec
     from trainer.loop import train
+    from vlaunch_core.spec import load_spec
 
     result = train(load_spec(_job(tmp_path, shapes, demo_run, "cont2")), quiet=True)
     assert result.state == "finished"
@@ -112,8 +112,8 @@ def test_the_continued_run_trains_and_starts_where_the_old_one_ended(
 def test_mismatched_tuning_is_refused(
     demo_run: Path, shapes: Path, tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
-    from launcher.spec import load_spec
     from trainer.loop import train
+    from vlaunch_core.spec import load_spec
 
     spec = load_spec(_job(tmp_path, shapes, demo_run, "bad", **change))
     with pytest.raises(UserError, match=message):
@@ -121,8 +121,8 @@ def test_mismatched_tuning_is_refused(
 
 
 def test_spec_rules_for_the_adapter(demo_run: Path, shapes: Path, tmp_path: Path) -> None:
-    from launcher.errors import ProblemReport
-    from launcher.spec import load_spec
+    from vlaunch_core.errors import ProblemReport
+    from vlaunch_core.spec import load_spec
 
     job = _job(tmp_path, shapes, demo_run, "fft", tuning={"preset": "fft"})
     with pytest.raises(ProblemReport, match=r"model\.adapter"):

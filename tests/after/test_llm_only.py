@@ -54,7 +54,7 @@ def test_lm_only_run_exports_whole(runs: dict[str, Path], shapes: Path, tmp_path
 def test_vision_lora_is_refused_then_dropped(runs: dict[str, Path], tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from trainer.models.families import get_family
+    from vlaunch_core.models.families import get_family
 
     out = tmp_path / "llm"
     code, _, err = cli("export", str(runs["vt"]), "--llm-only-adapter", str(out))

@@ -163,7 +163,7 @@ def test_infer_gives_the_same_text_both_ways(
 ) -> None:
     """From the run directory, the merged folder and the adapter folder: the same greedy
     text, for an image and (families that take frames) for a video."""
-    from trainer.data.synth import write_video
+    from vlaunch_core.data.synth import write_video
 
     video = tmp_path / "move.mp4"
     write_video(video, "right", (200, 30, 30), "circle", (240, 240, 240), frames=6)

@@ -41,8 +41,8 @@ def sharded_runs(tmp_path_factory: pytest.TempPathFactory, shapes: Path) -> Path
 
 
 def _base_state() -> dict[str, Any]:
-    from launcher.spec import ModelSpec
     from trainer.models.loading import load_model
+    from vlaunch_core.spec import ModelSpec
 
     return dict(load_model(ModelSpec(name_or_path="tiny:llava")).model.state_dict())
 

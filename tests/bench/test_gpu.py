@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import flops, gpu, gpu_batches, gpu_setup
-from trainer.models.configs import model_config_dict
+from vlaunch_core.models.configs import model_config_dict
 
 
 def test_tiny_run_with_baseline() -> None:
@@ -62,7 +62,7 @@ def test_on_cuda_with_baseline() -> None:
 def test_configurations_are_at_least_six_and_plan() -> None:
     assert len(gpu_setup.CONFIGS) >= 6
     assert {c.strategy for c in gpu_setup.CONFIGS} >= {"ddp", "zero2", "zero3"}
-    from launcher.plan import make_plan
+    from vlaunch_core.plan import make_plan
 
     for cfg in gpu_setup.CONFIGS:
         spec = gpu_setup.gpu_spec(cfg, profile="h100-80gb", precision="bf16", out_dir="/tmp")
@@ -107,8 +107,8 @@ def test_flop_count_matches_torch_counter(model: str, tuning: dict[str, object])
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from launcher.plan import make_plan
     from trainer.loss import summed_cross_entropy
+    from vlaunch_core.plan import make_plan
 
     cfg = gpu_setup.GpuConfig("t", model, model, tuning=dict(tuning), gradient_checkpointing=False)
     cfg = gpu_setup.tiny_variant(cfg)

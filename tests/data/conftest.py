@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic shapes dataset (images, mp4 videos, both formats)."""
-    from trainer.data.synth import SynthSizes, synthesize
+    from vlaunch_core.data.synth import SynthSizes, synthesize
 
     folder = tmp_path_factory.mktemp("shapes")
     synthesize(folder, SynthSizes(train=24, eval=8, video_train=8, video_eval=4), seed=1)
@@ -36,8 +36,8 @@ def tiny_path(tiny_root: Path) -> Callable[[str], Path]:
 @pytest.fixture(scope="session")
 def tiny_processor(tiny_path: Callable[[str], Path]) -> Callable[[str], Any]:
     """`tiny_processor(family)`: (processor, Family) of the tiny model of a family."""
-    from trainer.models.families import get_family
     from trainer.models.processors import load_processor
+    from vlaunch_core.models.families import get_family
 
     cache: dict[str, Any] = {}
 

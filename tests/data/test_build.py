@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher.errors import ProblemReport, UserError
-from launcher.spec import JobSpec, load_spec
 from tests.data.helpers import vila, write_json
 from trainer.data.build import build_eval_data, build_train_data, generation_prompts
 from trainer.data.encode import IGNORE_INDEX
+from vlaunch_core.errors import ProblemReport, UserError
+from vlaunch_core.spec import JobSpec, load_spec
 
 
 def make_spec(
@@ -73,7 +73,7 @@ def test_train_batches_across_ranks(
             again = data.collator([data.dataset[i] for i in indices])
             assert b.inputs["input_ids"].tolist() == again.inputs["input_ids"].tolist()
     # The two ranks' first two micro-batches are step 3's global batch.
-    from trainer.data.sampler import epoch_order
+    from vlaunch_core.data.sampler import epoch_order
 
     step3 = datas[0].sampler.global_batch(epoch_order(len(datas[0].dataset), 5, 0), 3)
     firsts = [i for d in datas for m in list(d.sampler)[:2] for i in m]
@@ -134,7 +134,7 @@ def test_broken_data_stops_before_training(
         + [vila("images/gone.png", "<image>q", "a"), vila("../../etc/passwd", "<image>q", "a")],
     )
     spec = make_spec(tmp_path, shapes)
-    from launcher.spec import DatasetEntry
+    from vlaunch_core.spec import DatasetEntry
 
     spec.data.datasets["bad"] = DatasetEntry(data_path=str(bad), media_dir=str(shapes))
     spec.data.mixture = "bad"
@@ -154,7 +154,7 @@ def test_overlength_samples_are_replaced_in_training(
     ]
     data_file = write_json(tmp_path / "mixed.json", rows)
     spec = make_spec(tmp_path, shapes, shuffle=False, overlength="drop", max_length=64)
-    from launcher.spec import DatasetEntry
+    from vlaunch_core.spec import DatasetEntry
 
     spec.data.datasets["mixed"] = DatasetEntry(data_path=str(data_file), media_dir=str(shapes))
     spec.data.mixture = "mixed"

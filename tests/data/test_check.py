@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.data.helpers import make_video, vila, write_json, write_jsonl
-from trainer.data.check import CheckOptions, CheckSource, check_sources, percentile
-from trainer.data.mixture import resolve_registry_mixture
+from vlaunch_core.data.check import CheckOptions, CheckSource, check_sources, percentile
+from vlaunch_core.data.mixture import resolve_registry_mixture
 
 LONG = "very " * 400
 
@@ -114,7 +114,7 @@ class _Counter:
     name = "chars"
 
     def count(self, queries: Any, max_length: int | None) -> list[Any]:
-        from trainer.data.check import LengthCount
+        from vlaunch_core.data.check import LengthCount
 
         out = []
         for q in queries:
@@ -175,7 +175,7 @@ def test_overlength_policy_decides_severity(faulty: tuple[Path, set]) -> None:
 
 def test_clean_shapes_data_has_no_problems(shapes: Path) -> None:
     items = resolve_registry_mixture([str(_registry(shapes))], "img+kinds*2+video")
-    from trainer.data.check import sources_from_mixture
+    from vlaunch_core.data.check import sources_from_mixture
 
     sources = sources_from_mixture(items)
     report = check_sources(sources, CheckOptions(decode=True))

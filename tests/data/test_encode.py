@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from launcher.errors import UserError
-from trainer.data.check import LengthQuery
 from trainer.data.encode import IGNORE_INDEX, SampleEncoder
-from trainer.data.formats import Sample, parse_sample
 from trainer.data.lengths import TokenCounter
+from vlaunch_core.data.check import LengthQuery
+from vlaunch_core.data.formats import Sample, parse_sample
+from vlaunch_core.errors import UserError
 
 IMAGE = Image.new("RGB", (48, 40), (200, 30, 30))
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.data.helpers import vila, write_json, write_jsonl
-from trainer.data import jsonstream
-from trainer.data.formats import Part, iter_samples, parse_sample
-from trainer.data.jsonstream import iter_records, read_record
+from vlaunch_core.data import jsonstream
+from vlaunch_core.data.formats import Part, iter_samples, parse_sample
+from vlaunch_core.data.jsonstream import iter_records, read_record
 
 
 def kinds(problems: list) -> list[str]:

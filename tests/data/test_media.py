@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from tests.data.helpers import frame_index, make_video, vila, write_json
-from trainer.data.check import CheckOptions, CheckSource, check_sources
 from trainer.data.dataset import index_dataset
-from trainer.data.media import (
+from vlaunch_core.data.check import CheckOptions, CheckSource, check_sources
+from vlaunch_core.data.media import (
     MediaError,
     MediaRoot,
     load_image,
@@ -21,7 +21,7 @@ from trainer.data.media import (
     probe_image,
     probe_video,
 )
-from trainer.data.registry import Dataset
+from vlaunch_core.data.registry import Dataset
 
 _OPENED: list[str] = []
 _RECORDING: list[bool] = [False]
@@ -86,7 +86,7 @@ def test_passwd_is_rejected_by_check_and_index_and_never_opened(root: Path) -> N
     _RECORDING[0] = True
     try:
         report = check_sources([CheckSource("d", data, root)], CheckOptions(decode=True))
-        from launcher.spec import DatasetEntry
+        from vlaunch_core.spec import DatasetEntry
 
         _, problems = index_dataset(
             Dataset("d", DatasetEntry(data_path=str(data), media_dir=str(root)), "test")

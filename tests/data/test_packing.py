@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from launcher.errors import UserError
 from trainer.data.collate import Collator, packing_problem
 from trainer.data.encode import IGNORE_INDEX, Encoded, SampleEncoder
-from trainer.data.formats import parse_sample
-from trainer.models.families import get_family
+from vlaunch_core.data.formats import parse_sample
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.families import get_family
 
 ATOL = 1e-5
 

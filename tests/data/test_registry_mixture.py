@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher.errors import ProblemReport
-from launcher.spec import load_spec, spec_from_dict
-from trainer.data.mixture import mixture_problems, parse_mixture, resolve_mixture
-from trainer.data.registry import read_registry
+from vlaunch_core.data.mixture import mixture_problems, parse_mixture, resolve_mixture
+from vlaunch_core.data.registry import read_registry
+from vlaunch_core.errors import ProblemReport
+from vlaunch_core.spec import load_spec, spec_from_dict
 
 REGISTRY = """\
 SampleQA:

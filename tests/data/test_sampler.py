@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from launcher.errors import UserError
-from trainer.data.sampler import EvalBatchSampler, GlobalBatchSampler
+from vlaunch_core.data.sampler import EvalBatchSampler, GlobalBatchSampler
+from vlaunch_core.errors import UserError
 
 
 def steps(

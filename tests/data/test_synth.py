@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainer.data.formats import iter_samples
-from trainer.data.media import load_image, load_video
-from trainer.data.synth import COLOURS
+from vlaunch_core.data.formats import iter_samples
+from vlaunch_core.data.media import load_image, load_video
+from vlaunch_core.data.synth import COLOURS
 
 
 def test_files_and_meta(shapes: Path) -> None:
@@ -69,7 +69,7 @@ def test_video_moves_the_way_the_answer_says(shapes: Path) -> None:
 
 
 def test_same_seed_same_data(tmp_path: Path) -> None:
-    from trainer.data.synth import SynthSizes, synthesize
+    from vlaunch_core.data.synth import SynthSizes, synthesize
 
     sizes = SynthSizes(train=6, eval=2, video_train=1, video_eval=1)
     synthesize(tmp_path / "a", sizes, seed=5)

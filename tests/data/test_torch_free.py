@@ -9,9 +9,9 @@ import sys
 def test_torch_free_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "import trainer.data.formats, trainer.data.registry, trainer.data.mixture\n"
-        "import trainer.data.media, trainer.data.check, trainer.data.synth\n"
-        "import trainer.data.sampler, trainer.data.jsonstream, launcher.commands.data\n"
+        "import vlaunch_core.data.formats, vlaunch_core.data.registry, vlaunch_core.data.mixture\n"
+        "import vlaunch_core.data.media, vlaunch_core.data.check, vlaunch_core.data.synth\n"
+        "import vlaunch_core.data.sampler, vlaunch_core.data.jsonstream, launcher.commands.data\n"
         "heavy = [m for m in ('torch', 'transformers', 'ray', 'deepspeed') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

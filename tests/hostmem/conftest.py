@@ -33,7 +33,7 @@ def medium_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     from trainer.models.tiny import build_processor, build_tokenizer
-    from trainer.models.tiny_specs import get_tiny_spec, tiny_config_dict
+    from vlaunch_core.models.tiny_specs import get_tiny_spec, tiny_config_dict
 
     out = tmp_path_factory.mktemp("medium-llava")
     config = tiny_config_dict("llava")

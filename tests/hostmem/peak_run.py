@@ -31,8 +31,8 @@ def main() -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from launcher.spec import load_spec
     from trainer.loop import Recipe
+    from vlaunch_core.spec import load_spec
 
     spec = load_spec(job, list(overrides))
     rank = int(os.environ.get("RANK", "0"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
-from launcher.host_memory import CPU_RANK_BYTES
 from tests.trainer.helpers import PYTHON, child_env
+from vlaunch_core.host_memory import CPU_RANK_BYTES
 
 PROBE = """
 import deepspeed, peft, psutil, torch, transformers

@@ -9,7 +9,6 @@ import logging
 import pytest
 import torch
 
-from launcher.spec import ModelSpec, TuningSpec
 from trainer.models.deferred import (
     deferred_weights,
     from_checkpoint,
@@ -18,6 +17,7 @@ from trainer.models.deferred import (
 )
 from trainer.models.loading import load_model
 from trainer.models.tuning import apply_tuning
+from vlaunch_core.spec import ModelSpec, TuningSpec
 
 
 def _build(

@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from launcher.host_memory import GIB
-from launcher.plan import make_plan
-from launcher.spec import load_spec
 from trainer.data.build import loader_settings
 from trainer.dist import DistEnv
 from trainer.hostmem import (
@@ -25,6 +22,9 @@ from trainer.hostmem import (
 )
 from trainer.metrics import MetricsWriter
 from trainer.rundir import RunDir
+from vlaunch_core.host_memory import GIB
+from vlaunch_core.plan import make_plan
+from vlaunch_core.spec import load_spec
 
 ENV = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 

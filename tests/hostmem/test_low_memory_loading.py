@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from launcher.plan import make_plan
-from launcher.spec import load_spec
 from tests.trainer.helpers import explain, records, torchrun, write_job
 from trainer.models.safetensors_index import SafetensorsIndex
+from vlaunch_core.plan import make_plan
+from vlaunch_core.spec import load_spec
 
 pytestmark = pytest.mark.slow
 MB = 1e6

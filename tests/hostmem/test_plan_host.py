@@ -12,16 +12,16 @@ import pytest
 import yaml
 
 from launcher.cli import main
-from launcher.host_memory import (
+from vlaunch_core.host_memory import (
     CPU_RANK_BYTES,
     GIB,
     HostMemoryEstimate,
     choose_loader,
     estimate_host_memory,
 )
-from launcher.plan import Plan, make_plan, model_facts, training_setup
-from launcher.spec import JobSpec, load_spec
-from trainer.models.arch_configs import ARCH_CONFIGS
+from vlaunch_core.models.arch_configs import ARCH_CONFIGS
+from vlaunch_core.plan import Plan, make_plan, model_facts, training_setup
+from vlaunch_core.spec import JobSpec, load_spec
 
 REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry.yaml"
 

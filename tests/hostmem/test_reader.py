@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from launcher.errors import UserError
 from trainer.models.safetensors_index import SafetensorsIndex
+from vlaunch_core.errors import UserError
 
 
 @pytest.fixture

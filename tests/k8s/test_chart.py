@@ -11,9 +11,9 @@ import helm_python
 import jsonschema
 import pytest
 
-from launcher.errors import UserError
 from launcher.k8s.chart import Rendered, parse, render
 from tests.k8s.helpers import CHART, VALUE_SETS, rayjob_validator, validate_object, values
+from vlaunch_core.errors import UserError
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 STANDARD_LABELS = (

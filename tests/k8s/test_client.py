@@ -18,16 +18,16 @@ import pytest
 import yaml
 from kubernetes import client
 
-from launcher.errors import UserError
 from launcher.k8s.chart import Rendered, render
 from launcher.k8s.control import KubernetesControl, parse_job_id
 from launcher.k8s.kubeapi import Kube, KubeError
 from launcher.k8s.submit import submit
 from launcher.k8s.values import chart_values
-from launcher.plan import make_plan
-from launcher.spec import load_spec
 from tests.k8s.fakeapi import FakeKubeAPI
 from tests.k8s.helpers import SPECS, run_cli
+from vlaunch_core.errors import UserError
+from vlaunch_core.plan import make_plan
+from vlaunch_core.spec import load_spec
 
 NAME = "tiny-llava-on-k8s"
 HANDLE = f"k8s:ml/{NAME}"

@@ -12,13 +12,13 @@ import yaml
 
 from launcher.commands.common import spec_flag_overrides
 from launcher.commands.k8s import add_arguments
-from launcher.errors import ProblemReport, UserError
-from launcher.k8s.options import KubernetesOptions
 from launcher.k8s.values import camel, chart_values, paths_outside_volume, pod_output_dir
-from launcher.profiles import resolve_world
-from launcher.spec import JobSpec, load_spec
-from launcher.specbase import Section
 from tests.k8s.helpers import CHART, SPECS
+from vlaunch_core.errors import ProblemReport, UserError
+from vlaunch_core.k8s_options import KubernetesOptions
+from vlaunch_core.profiles import resolve_world
+from vlaunch_core.section import Section
+from vlaunch_core.spec import JobSpec, load_spec
 
 
 def spec(*overrides: str) -> JobSpec:

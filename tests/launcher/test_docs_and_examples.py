@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from launcher.docgen import render
-from launcher.spec import load_spec
 from tests.conftest import REPO
+from vlaunch_core.spec import load_spec
 
 
 def test_golden_spec_reference_is_current() -> None:

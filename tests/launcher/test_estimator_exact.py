@@ -12,13 +12,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from launcher.estimator import Shape, TrainingSetup, estimate  # noqa: E402
-from launcher.spec import ModelSpec, TuningSpec  # noqa: E402
-from trainer.models.configs import model_config_dict  # noqa: E402
-from trainer.models.families import FAMILY_NAMES, get_family  # noqa: E402
 from trainer.models.loading import load_model  # noqa: E402
-from trainer.models.shapes import param_table  # noqa: E402
 from trainer.models.tuning import apply_tuning, param_groups  # noqa: E402
+from vlaunch_core.estimator import Shape, TrainingSetup, estimate  # noqa: E402
+from vlaunch_core.models.configs import model_config_dict  # noqa: E402
+from vlaunch_core.models.families import FAMILY_NAMES, get_family  # noqa: E402
+from vlaunch_core.models.shapes import param_table  # noqa: E402
+from vlaunch_core.spec import ModelSpec, TuningSpec  # noqa: E402
 
 PRESETS = ("lora_llm", "fft", "ln_vt", "lora_vt_llm", "fft_vt_lora_llm", "ln_vt_lora_llm", "fft_vt")
 SHAPE = Shape(hidden=8, layers=1, intermediate=8, heads=1, kv_heads=1, vocab=8)

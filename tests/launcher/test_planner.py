@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from launcher.planner import BatchPlanError, divisors, nearest_multiples, resolve_batch
+from vlaunch_core.planner import BatchPlanError, divisors, nearest_multiples, resolve_batch
 
 
 def test_vila_16_nodes_x_8_gpus_accum_2() -> None:

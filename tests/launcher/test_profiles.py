@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from launcher.cli import main
-from launcher.errors import ProblemReport, UserError
-from launcher.profiles import BUILTIN, all_profiles, get_profile
+from vlaunch_core.errors import ProblemReport, UserError
+from vlaunch_core.profiles import BUILTIN, all_profiles, get_profile
 
 
 def test_required_builtins_present() -> None:

@@ -34,8 +34,8 @@ def tiny_batch(model_cache: Path) -> Callable[[str], dict[str, Any]]:
     family's own processor and chat template; labels are the input ids (cached per family)."""
     from PIL import Image, ImageDraw
 
-    from launcher.spec import ModelSpec
     from trainer.models.loading import load_model
+    from vlaunch_core.spec import ModelSpec
 
     cache: dict[str, dict[str, Any]] = {}
 

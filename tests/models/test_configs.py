@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import UserError
-from trainer.models.configs import model_config_dict
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.configs import model_config_dict
 
 
 def test_tiny_and_random_and_known_hub_ids() -> None:

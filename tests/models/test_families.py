@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from launcher.errors import UserError
-from trainer.models.configs import model_config_dict
-from trainer.models.families import FAMILIES, FAMILY_NAMES, detect_family, get_family
-from trainer.models.tiny_specs import TINY_SPECS
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.configs import model_config_dict
+from vlaunch_core.models.families import FAMILIES, FAMILY_NAMES, detect_family, get_family
+from vlaunch_core.models.tiny_specs import TINY_SPECS
 
 REAL = [
     "random:llava-next-mistral-7b",

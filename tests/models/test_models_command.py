@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from launcher.cli import main
-from trainer.models.families import FAMILIES
-from trainer.models.presets import PRESETS
+from vlaunch_core.models.families import FAMILIES
+from vlaunch_core.models.presets import PRESETS
 
 
 def _vlaunch(*args: str) -> subprocess.CompletedProcess[str]:

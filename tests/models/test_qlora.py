@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from launcher.errors import UserError
-from launcher.spec import ModelSpec, TuningSpec
 from trainer.models import quantization
 from trainer.models.loading import load_model
 from trainer.models.tuning import apply_tuning
+from vlaunch_core.errors import UserError
+from vlaunch_core.spec import ModelSpec, TuningSpec
 
 
 @pytest.mark.gpu

@@ -15,17 +15,17 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from trainer.models.arch_configs import ARCH_CONFIGS
-from trainer.models.configs import model_config_dict
-from trainer.models.families import FAMILIES, detect_family
-from trainer.models.shape_parts import TEXT_DEFAULTS, VISION_DEFAULTS
-from trainer.models.shapes import (
+from vlaunch_core.models.arch_configs import ARCH_CONFIGS
+from vlaunch_core.models.configs import model_config_dict
+from vlaunch_core.models.families import FAMILIES, detect_family
+from vlaunch_core.models.shape_parts import TEXT_DEFAULTS, VISION_DEFAULTS
+from vlaunch_core.models.shapes import (
     counts_by_module,
     lora_param_count,
     lora_targets_matched,
     param_table,
 )
-from trainer.models.tiny_specs import TINY_SPECS
+from vlaunch_core.models.tiny_specs import TINY_SPECS
 
 MODELS = [f"tiny:{f}" for f in TINY_SPECS] + [f"random:{a}" for a in ARCH_CONFIGS]
 
@@ -114,8 +114,8 @@ def test_vision_defaults_match_transformers(model_type: str) -> None:
 def test_shapes_and_configs_need_no_torch() -> None:
     code = (
         "import sys, json\n"
-        "from trainer.models.configs import model_config_dict\n"
-        "from trainer.models.shapes import param_table, counts_by_module\n"
+        "from vlaunch_core.models.configs import model_config_dict\n"
+        "from vlaunch_core.models.shapes import param_table, counts_by_module\n"
         "t = param_table(model_config_dict('random:llava-1.5-7b'))\n"
         "print(json.dumps([sum(counts_by_module(t).values()),\n"
         "                  [m for m in ('torch', 'transformers') if m in sys.modules]]))\n"

@@ -13,12 +13,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from launcher.spec import ModelSpec
 from tests.models.conftest import FAMILIES
 from trainer.models.loading import load_model
 from trainer.models.processors import load_processor
 from trainer.models.tiny import build_processor, build_tiny, build_tokenizer
-from trainer.models.tiny_specs import get_tiny_spec, tiny_config_dict
+from vlaunch_core.models.tiny_specs import get_tiny_spec, tiny_config_dict
+from vlaunch_core.spec import ModelSpec
 
 MESSAGES = [
     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which shape?"}]},

@@ -27,7 +27,7 @@ def test_debris_without_config_is_replaced(tmp_path: Path) -> None:
 
 
 def _first_use(root: str, barrier: Any, results: Any) -> None:
-    from trainer.models.configs import model_config_dict
+    from vlaunch_core.models.configs import model_config_dict
 
     barrier.wait()  # all processes ask at the same moment, as ranks started together do
     path = tiny_model_path("llava", Path(root))

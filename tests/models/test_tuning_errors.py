@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.errors import UserError
-from launcher.spec import LoraOptions, ModelSpec, TuningSpec
-from trainer.models.families import get_family
 from trainer.models.loading import LoadedModel, load_model
 from trainer.models.tuning import apply_tuning
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.families import get_family
+from vlaunch_core.spec import LoraOptions, ModelSpec, TuningSpec
 
 
 def _load(family: str = "llava") -> LoadedModel:

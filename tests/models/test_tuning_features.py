@@ -11,11 +11,11 @@ import pytest
 import torch
 from peft import PeftModel
 
-from launcher.spec import LoraOptions, LrMultipliers, ModelSpec, TuningSpec
 from trainer.models.loading import LoadedModel, load_model
-from trainer.models.shapes import lora_param_count, norm_param_count, param_table
 from trainer.models.tuning import apply_tuning, param_groups
 from trainer.models.tuning_report import TuningReport
+from vlaunch_core.models.shapes import lora_param_count, norm_param_count, param_table
+from vlaunch_core.spec import LoraOptions, LrMultipliers, ModelSpec, TuningSpec
 
 
 def _load(family: str = "llava") -> LoadedModel:

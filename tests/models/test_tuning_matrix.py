@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import torch
 
-from launcher.spec import ModelSpec, TuningSpec
 from tests.models.conftest import FAMILIES
-from trainer.models.families import Family
 from trainer.models.loading import load_model
-from trainer.models.presets import PRESETS
 from trainer.models.quantization import bnb_devices
 from trainer.models.tuning import apply_tuning
+from vlaunch_core.models.families import Family
+from vlaunch_core.models.presets import PRESETS
+from vlaunch_core.spec import ModelSpec, TuningSpec
 
 QLORA_HERE = "cpu" in (bnb_devices() or set())
 PLAIN = [p for p in PRESETS if PRESETS[p].language_model != "qlora"]

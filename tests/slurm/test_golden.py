@@ -17,7 +17,7 @@ import pytest
 from launcher.slurm.render import entrypoint_files, slurm_job_name
 from tests.conftest import REPO
 from tests.slurm.helpers import GPU_JOB, REGEN, check_golden, cli, job, write_job
-from trainer.models.presets import VARIANTS
+from vlaunch_core.models.presets import VARIANTS
 
 HOSTILE_NAME = "x$(touch pwned)'\"; rm -rf ~ #`id`\\"
 HOSTILE_JOB = job(

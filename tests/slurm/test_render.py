@@ -10,13 +10,13 @@ import yaml
 
 from launcher.cli import build_parser
 from launcher.commands.slurm import spec_from_args
-from launcher.errors import UserError
 from launcher.jobs import CONTROL_MODULES, backend_of, control_module
 from launcher.slurm import control
-from launcher.slurm.options import SlurmOptions, time_limit_seconds
 from launcher.slurm.render import build_request, sbatch_quote, slurm_job_name
 from launcher.slurm.submit import Runner, SlurmCommandError, parse_job_id
 from tests.slurm.helpers import GPU_JOB, cli, job, write_job
+from vlaunch_core.errors import UserError
+from vlaunch_core.slurm_options import SlurmOptions, time_limit_seconds
 
 
 def _spec(tmp_path: Path, data: dict, *argv: str):  # type: ignore[no-untyped-def]
@@ -235,7 +235,7 @@ def test_forgotten_job_without_accounting() -> None:
 def test_the_submitted_spec_loads_back_unchanged(tmp_path: Path) -> None:
     """`vlaunch run` loads the spec file the job script names: it must validate again and
     mean the same job (output.dir made absolute)."""
-    from launcher.spec import load_spec
+    from vlaunch_core.spec import load_spec
 
     spec = _spec(
         tmp_path,

@@ -19,7 +19,7 @@ PYTHON = sys.executable
 
 def make_shapes(folder: Path, train: int = 96, eval_: int = 32) -> Path:
     """The synthetic shapes dataset with `train` / `eval_` colour questions (no videos)."""
-    from trainer.data.synth import SynthSizes, synthesize
+    from vlaunch_core.data.synth import SynthSizes, synthesize
 
     synthesize(folder, SynthSizes(train=train, eval=eval_, video_train=0, video_eval=0), seed=3)
     return folder

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from launcher.spec import load_spec
 from trainer.loop import train
+from vlaunch_core.spec import load_spec
 
 
 def main() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from launcher.commands.local import device_overrides
-from launcher.errors import UserError
-from launcher.planner import resolve_batch
-from launcher.spec import TrainSpec
 from tests.trainer.helpers import PYTHON, REPO, child_env, write_job
 from trainer.strategies.zero import deepspeed_config
+from vlaunch_core.errors import UserError
+from vlaunch_core.planner import resolve_batch
+from vlaunch_core.spec import TrainSpec
 
 
 def _vlaunch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

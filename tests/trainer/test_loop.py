@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from launcher.spec import load_spec
 from tests.trainer.helpers import write_job
+from vlaunch_core.spec import load_spec
 
 
 @pytest.fixture(scope="module")

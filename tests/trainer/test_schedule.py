@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from launcher.spec import TrainSpec
 from trainer.schedule import build_scheduler, lr_factor, warmup_steps_for
+from vlaunch_core.spec import TrainSpec
 
 
 def test_warmup_then_cosine_to_zero() -> None:

@@ -16,22 +16,22 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
-from launcher.errors import Problem, ProblemReport
-from launcher.host_memory import MAX_AUTO_WORKERS
 from trainer.data.collate import Collator, check_packing
 from trainer.data.dataset import MediaOptions, MixtureDataset, MixturePart, index_dataset
 from trainer.data.encode import SampleEncoder
-from trainer.data.mixture import resolve_mixture
-from trainer.data.problems import KINDS, DataProblem
-from trainer.data.sampler import EvalBatchSampler, GlobalBatchSampler
+from vlaunch_core.data.mixture import resolve_mixture
+from vlaunch_core.data.problems import KINDS, DataProblem
+from vlaunch_core.data.sampler import EvalBatchSampler, GlobalBatchSampler
+from vlaunch_core.errors import Problem, ProblemReport
+from vlaunch_core.host_memory import MAX_AUTO_WORKERS
 
 if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
 
-    from launcher.plan import Plan
-    from launcher.spec import JobSpec
-    from trainer.models.families import Family
+    from vlaunch_core.models.families import Family
+    from vlaunch_core.plan import Plan
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def loader_settings(spec: JobSpec, plan: Plan, local_world_size: int, rank: int 
     """`num_workers` and `prefetch_factor` of this rank's DataLoader.
 
     Explicit `data.num_workers` / `data.prefetch_factor` are used as they are. `auto` takes
-    the plan's choice (cores per rank and the node's RAM budget, `launcher/host_memory.py`),
+    the plan's choice (cores per rank and the node's RAM budget, `vlaunch_core/host_memory.py`),
     capped by the cores this process may actually use. Logged on rank 0.
     """
     import os

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from launcher.errors import UserError
-from trainer.data.formats import Sample
+from vlaunch_core.data.formats import Sample
+from vlaunch_core.errors import UserError
 
 Messages = list[dict[str, Any]]
 VideoMode = Literal["video", "frames"]

@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
 from trainer.data.encode import IGNORE_INDEX, SEQ_KEYS, Encoded
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     import torch
 
-    from trainer.models.families import Family
+    from vlaunch_core.models.families import Family
 
 #: Families verified to give identical logits packed and one by one (tests/data/test_packing.py).
 PACKABLE = frozenset({"llava", "llava_next"})

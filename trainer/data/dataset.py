@@ -16,18 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
-from trainer.data.formats import Sample, parse_sample
-from trainer.data.jsonstream import read_record
-from trainer.data.media import MediaError, MediaRoot, load_image, load_video
-from trainer.data.problems import DataProblem
-from trainer.data.registry import Dataset
+from vlaunch_core.data.formats import Sample, parse_sample
+from vlaunch_core.data.jsonstream import read_record
+from vlaunch_core.data.media import MediaError, MediaRoot, load_image, load_video
+from vlaunch_core.data.problems import DataProblem
+from vlaunch_core.data.registry import Dataset
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from launcher.spec import DataSpec
     from trainer.data.encode import Encoded, SampleEncoder
+    from vlaunch_core.spec import DataSpec
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class FileIndex:
 
 def index_dataset(ds: Dataset, check_media: bool = True) -> tuple[FileIndex, list[DataProblem]]:
     """Index one dataset file; every problem found is returned, none raised."""
-    from trainer.data.formats import iter_samples
+    from vlaunch_core.data.formats import iter_samples
 
     path = str(ds.data_path)
     index = FileIndex(path)

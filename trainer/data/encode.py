@@ -21,16 +21,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
 from trainer.data.chat import ChatFormat, Messages
-from trainer.data.formats import Sample
+from vlaunch_core.data.formats import Sample
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from PIL.Image import Image
 
-    from trainer.models.families import Family
+    from vlaunch_core.models.families import Family
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from trainer.data.chat import ChatFormat
-from trainer.data.check import LengthCount, LengthQuery
+from vlaunch_core.data.check import LengthCount, LengthQuery
 
 
 class TokenCounter:
-    """Implements `trainer.data.check.LengthCounter` with a real processor."""
+    """Implements `vlaunch_core.data.check.LengthCounter` with a real processor."""
 
     def __init__(
         self,

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from launcher.errors import UserError
-from trainer.models.families import Family, detect_family, get_family
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.families import Family, detect_family, get_family
 
 
 def load_processor(name_or_path: str, family: str | None = None) -> tuple[Any, Family]:
     """The processor of a local folder, a cached hub id or `tiny:<family>`, and its family."""
-    from trainer.models.configs import RANDOM_PREFIX, TINY_PREFIX, model_config_dict
     from trainer.models.loading import tiny_model_path
     from trainer.models.processors import load_processor as load
+    from vlaunch_core.models.configs import RANDOM_PREFIX, TINY_PREFIX, model_config_dict
 
     if name_or_path.startswith(RANDOM_PREFIX):
         raise UserError(

@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.models.families import canonical_name
 from trainer.models.safetensors_index import SafetensorsIndex, UnsupportedCheckpoint
+from vlaunch_core.models.families import canonical_name
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
     from transformers import PreTrainedModel
 
-    from launcher.spec import ModelSpec
+    from vlaunch_core.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

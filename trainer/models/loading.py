@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from launcher.errors import UserError
-from trainer.models.configs import RANDOM_PREFIX, TINY_PREFIX, model_config_dict
-from trainer.models.families import Family, detect_family, get_family
 from trainer.models.processors import load_processor
 from trainer.models.quantization import qlora_config, qlora_device
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.configs import RANDOM_PREFIX, TINY_PREFIX, model_config_dict
+from vlaunch_core.models.families import Family, detect_family, get_family
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, ProcessorMixin
 
-    from launcher.spec import ModelSpec, TuningSpec
+    from vlaunch_core.spec import ModelSpec, TuningSpec
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def tiny_model_path(family: str, root: Path | None = None) -> Path:
     from filelock import FileLock
 
     from trainer.models.tiny import build_tiny
-    from trainer.models.tiny_specs import get_tiny_spec
+    from vlaunch_core.models.tiny_specs import get_tiny_spec
 
     get_tiny_spec(family)  # unknown family -> user error before touching the disk
     target = (root or cache_dir() / "tiny") / _tiny_version() / family
@@ -92,7 +92,7 @@ def _tiny_version() -> str:
 
     import transformers
 
-    from trainer.models.tiny_specs import TINY_SPECS
+    from vlaunch_core.models.tiny_specs import TINY_SPECS
 
     blob = json.dumps({k: repr(v) for k, v in TINY_SPECS.items()}, sort_keys=True)
     return f"tf{transformers.__version__}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from launcher.errors import UserError
-from trainer.models.families import Family
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.families import Family
 
 if TYPE_CHECKING:
     import torch

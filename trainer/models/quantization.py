@@ -11,8 +11,8 @@ import importlib.util
 import re
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
-from trainer.models.families import Family
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.families import Family
 
 if TYPE_CHECKING:
     import torch

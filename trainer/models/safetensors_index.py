@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     import torch

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.models.tiny_specs import TINY_SPECS, TinySpec, get_tiny_spec, tiny_config_dict
+from vlaunch_core.models.tiny_specs import TINY_SPECS, TinySpec, get_tiny_spec, tiny_config_dict
 
 if TYPE_CHECKING:
     import torch

@@ -19,16 +19,16 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from launcher.errors import UserError
-from trainer.models.families import Family, canonical_name
 from trainer.models.lora_targets import LoraTargets, resolve_targets
 from trainer.models.quantization import is_quantized, require_qlora
 from trainer.models.tuning_report import PARTS, TuningReport
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.families import Family, canonical_name
 
 if TYPE_CHECKING:
     import torch
 
-    from launcher.spec import TuningSpec
+    from vlaunch_core.spec import TuningSpec
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups: per part (LR x its multiplier) and per decay (no weight
     decay on norms, biases and other 1-D parameters). Empty groups are left out."""
-    from trainer.models.families import get_family
+    from vlaunch_core.models.families import get_family
 
     family = get_family(report.family)
     groups: dict[tuple[str, bool], list[Any]] = {}

@@ -6,10 +6,10 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from launcher.planner import BatchPlan
-    from launcher.spec import TrainSpec
     from trainer.dist import DistEnv
     from trainer.strategies.base import Strategy
+    from vlaunch_core.planner import BatchPlan
+    from vlaunch_core.spec import TrainSpec
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from launcher.spec import TrainSpec
     from trainer.dist import DistEnv
+    from vlaunch_core.spec import TrainSpec
 
 logger = logging.getLogger(__name__)
 

@@ -25,17 +25,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
 from trainer.hostmem import release_free_memory
 from trainer.models.deferred import deferred_weights, detach_weights, from_checkpoint
 from trainer.strategies.base import Strategy, build_optimizer, dtype_of
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from launcher.planner import BatchPlan
-    from launcher.spec import TrainSpec
+    from vlaunch_core.planner import BatchPlan
+    from vlaunch_core.spec import TrainSpec
 
 logger = logging.getLogger(__name__)
 

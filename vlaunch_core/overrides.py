@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 

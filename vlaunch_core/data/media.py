@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np

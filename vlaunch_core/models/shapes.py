@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from launcher.errors import UserError
-from trainer.models.families import get_family
-from trainer.models.shape_parts import (
+from vlaunch_core.errors import UserError
+from vlaunch_core.models.families import get_family
+from vlaunch_core.models.shape_parts import (
     Entry,
     clip_vision,
     decoder,
@@ -50,7 +50,7 @@ class ParamInfo:
 
 def param_table(config: Mapping[str, Any], family: str | None = None) -> list[ParamInfo]:
     """Every named parameter of the model that `config` describes."""
-    from trainer.models.families import detect_family
+    from vlaunch_core.models.families import detect_family
 
     fam = get_family(family or detect_family(config))
     model_type = str(config.get("model_type", fam.model_types[0]))
@@ -58,7 +58,7 @@ def param_table(config: Mapping[str, Any], family: str | None = None) -> list[Pa
     if builder is None:
         raise UserError(
             f"no parameter table for model_type '{model_type}'",
-            hint="add one in trainer/models/shapes.py (docs/models.md)",
+            hint="add one in vlaunch_core/models/shapes.py (docs/models.md)",
         )
     entries = list(builder(config))
     return [

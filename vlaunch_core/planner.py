@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from launcher.errors import unknown_name
-from trainer.models import chat_templates
+from vlaunch_core.errors import unknown_name
+from vlaunch_core.models import chat_templates
 
 BYTE_TOKENS = 256
 """Every byte is one token (GPT-2's byte-to-unicode alphabet); there are no merges."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from launcher.errors import UserError, did_you_mean
+from vlaunch_core.errors import UserError, did_you_mean
 
 Module = Literal["vision_tower", "projector", "language_model", "other"]
 MODULES: tuple[Module, ...] = ("vision_tower", "projector", "language_model")

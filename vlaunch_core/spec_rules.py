@@ -3,16 +3,16 @@ collected, like every other problem, into one report."""
 
 from __future__ import annotations
 
-from launcher.errors import Problem, UserError, did_you_mean
-from launcher.spec import JobSpec
-from launcher.spec_errors import looks_secret
+from vlaunch_core.errors import Problem, UserError, did_you_mean
+from vlaunch_core.spec import JobSpec
+from vlaunch_core.spec_errors import looks_secret
 
 
 def cross_field_problems(spec: JobSpec) -> list[Problem]:
     """Rules that involve several keys (run after every key is individually valid)."""
-    from launcher.profiles import known_profile_names
-    from trainer.models.families import FAMILY_NAMES
-    from trainer.models.presets import PRESETS
+    from vlaunch_core.models.families import FAMILY_NAMES
+    from vlaunch_core.models.presets import PRESETS
+    from vlaunch_core.profiles import known_profile_names
 
     out: list[Problem] = []
     t, tr, d = spec.tuning, spec.train, spec.data
@@ -177,7 +177,7 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
                 )
             )
     if spec.slurm.variant is not None:
-        from trainer.models.presets import VARIANTS
+        from vlaunch_core.models.presets import VARIANTS
 
         if spec.slurm.variant not in VARIANTS:
             out.append(
@@ -196,7 +196,7 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
 def _mixture_problems(spec: JobSpec) -> list[Problem]:
     """Every dataset the mixtures name must be defined (registry files or inline)."""
     try:
-        from trainer.data.mixture import mixture_problems
+        from vlaunch_core.data.mixture import mixture_problems
     except ImportError:  # pragma: no cover - the data package is part of the distribution
         return []
     return mixture_problems(spec)
@@ -204,8 +204,8 @@ def _mixture_problems(spec: JobSpec) -> list[Problem]:
 
 def _batch_problems(spec: JobSpec) -> list[Problem]:
     """The batch numbers must multiply out exactly on the spec's own resources."""
-    from launcher.planner import BatchPlanError, resolve_batch
-    from launcher.profiles import ProfileError, resolve_world
+    from vlaunch_core.planner import BatchPlanError, resolve_batch
+    from vlaunch_core.profiles import ProfileError, resolve_world
 
     try:
         world = resolve_world(spec)

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, ValidationError
 
-from launcher.errors import ProblemReport, UserError, did_you_mean
-from launcher.specbase import Section
+from vlaunch_core.errors import ProblemReport, UserError, did_you_mean
+from vlaunch_core.section import Section
 
 if TYPE_CHECKING:
-    from launcher.spec import JobSpec
+    from vlaunch_core.spec import JobSpec
 
 MIB = 1024**2
 GIB = 1024**3
@@ -133,8 +133,8 @@ def available_host_memory() -> int | None:
 
 
 def load_profile_file(path: str) -> dict[str, HardwareProfile]:
-    from launcher.spec import read_yaml
-    from launcher.spec_errors import pydantic_problems
+    from vlaunch_core.spec import read_yaml
+    from vlaunch_core.spec_errors import pydantic_problems
 
     raw = read_yaml(path)
     if not isinstance(raw, dict):

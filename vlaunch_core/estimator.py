@@ -14,7 +14,7 @@ The prediction is split into the parts people reason about:
 - overhead: CUDA context, NCCL and allocator slack (a stated constant).
 
 Parameter and optimizer-state bytes are exact (counted from the analytic parameter table
-that `trainer/models/shapes.py` checks against a meta-device model); activations and overhead
+that `vlaunch_core/models/shapes.py` checks against a meta-device model); activations and overhead
 are a model of the truth, measured against GPUs in docs/benchmarks.md.
 """
 
@@ -127,7 +127,7 @@ def numel(shape: Iterable[int]) -> int:
 
 def _matches(name: str, targets: str | Sequence[str] | None) -> bool:
     """peft's `target_modules` rules for the module owning parameter `name`."""
-    from trainer.models.shapes import module_matches
+    from vlaunch_core.models.shapes import module_matches
 
     if targets is None:
         return False

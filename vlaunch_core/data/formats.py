@@ -31,8 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from trainer.data.jsonstream import iter_records
-from trainer.data.problems import DataProblem
+from vlaunch_core.data.jsonstream import iter_records
+from vlaunch_core.data.problems import DataProblem
 
 Role = Literal["system", "user", "assistant"]
 PartType = Literal["text", "image", "video"]

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from launcher.errors import Problem, did_you_mean
-from launcher.specbase import Section
+from vlaunch_core.errors import Problem, did_you_mean
+from vlaunch_core.section import Section
 
 _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "ACCESS_KEY")
 

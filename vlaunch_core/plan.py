@@ -3,7 +3,7 @@
 Every backend calls this before anything is queued, `vlaunch plan` prints it, and the trainer
 calls it again on resume (with the new world size) so the global batch stays the same.
 Nothing here imports torch: model shapes come from the config dict and the analytic parameter
-table in `trainer/models/shapes.py`.
+table in `vlaunch_core/models/shapes.py`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import UserError
-from launcher.estimator import MemoryEstimate, Shape, TrainingSetup, estimate
-from launcher.host_memory import HostMemoryEstimate, estimate_host_memory
-from launcher.planner import BatchPlan, resolve_batch
-from launcher.profiles import World, resolve_world
+from vlaunch_core.errors import UserError
+from vlaunch_core.estimator import MemoryEstimate, Shape, TrainingSetup, estimate
+from vlaunch_core.host_memory import HostMemoryEstimate, estimate_host_memory
+from vlaunch_core.planner import BatchPlan, resolve_batch
+from vlaunch_core.profiles import World, resolve_world
 
 if TYPE_CHECKING:
-    from launcher.spec import JobSpec
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Plan:
     family: str | None
     notes: list[str] = field(default_factory=list)
     host_memory: HostMemoryEstimate | None = None
-    """Host RAM of the (head) node, by part (launcher/host_memory.py)."""
+    """Host RAM of the (head) node, by part (vlaunch_core/host_memory.py)."""
 
     @property
     def fits(self) -> bool:
@@ -119,9 +119,9 @@ class ModelFacts:
 
 def model_facts(spec: JobSpec) -> ModelFacts:
     """Parameter table, sizes, LoRA targets and module prefixes of the spec's model."""
-    from trainer.models.configs import model_config_dict
-    from trainer.models.families import detect_family, get_family
-    from trainer.models.shapes import param_table
+    from vlaunch_core.models.configs import model_config_dict
+    from vlaunch_core.models.families import detect_family, get_family
+    from vlaunch_core.models.shapes import param_table
 
     config = model_config_dict(spec.model.name_or_path, spec.model.revision)
     name = spec.model.family or detect_family(config)
@@ -224,7 +224,7 @@ def make_plan(
         notes.append(_does_not_fit_advice(spec, memory))
     host = None
     if facts is not None:
-        from trainer.models.families import get_family
+        from vlaunch_core.models.families import get_family
 
         host = estimate_host_memory(
             spec,

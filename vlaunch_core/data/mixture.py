@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from launcher.errors import Problem, ProblemReport, did_you_mean
-from trainer.data.registry import Dataset, known_datasets
+from vlaunch_core.data.registry import Dataset, known_datasets
+from vlaunch_core.errors import Problem, ProblemReport, did_you_mean
 
 if TYPE_CHECKING:
-    from launcher.spec import JobSpec
+    from vlaunch_core.spec import JobSpec
 
 _TERM = re.compile(r"^(?P<name>[^*+\s]+)(?:\s*\*\s*(?P<n>\S+))?$")
 
@@ -99,7 +99,7 @@ def resolve_mixture(spec: JobSpec, split: Literal["train", "eval"] = "train") ->
 
 def resolve_registry_mixture(registry: list[str], mixture: str) -> list[MixtureItem]:
     """`--registry FILE --mixture A+B` without a job spec."""
-    from launcher.spec import DataSpec, JobSpec, ModelSpec
+    from vlaunch_core.spec import DataSpec, JobSpec, ModelSpec
 
     spec = JobSpec(
         name="check",

@@ -1,6 +1,6 @@
 """Dataset registries: VILA's `registry/datasets/*.yaml` entries plus vlaunch keys.
 
-A registry file maps dataset names to entries (`launcher.spec.DatasetEntry`)::
+A registry file maps dataset names to entries (`vlaunch_core.spec.DatasetEntry`)::
 
     SampleQA:
       _target_: llava.data.LLaVADataset
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import Problem
+from vlaunch_core.errors import Problem
 
 if TYPE_CHECKING:
-    from launcher.spec import DatasetEntry, JobSpec
+    from vlaunch_core.spec import DatasetEntry, JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def read_registry(path: str | Path) -> tuple[dict[str, Dataset], list[Problem]]:
     """The datasets of one registry file, and every problem in it (where = the file)."""
     from pydantic import ValidationError
 
-    from launcher.errors import UserError
-    from launcher.spec import DatasetEntry, pydantic_problems, read_yaml
+    from vlaunch_core.errors import UserError
+    from vlaunch_core.spec import DatasetEntry, pydantic_problems, read_yaml
 
     path = Path(path)
     where = str(path)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from launcher.specbase import Section
+from vlaunch_core.section import Section
 
 #: A Kubernetes resource quantity (`16Gi`, `500m`, `2`).
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")

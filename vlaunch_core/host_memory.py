@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from launcher.estimator import (
+from vlaunch_core.estimator import (
     DTYPE_BYTES,
     MemoryEstimate,
     ParamLike,
@@ -38,8 +38,8 @@ from launcher.estimator import (
 )
 
 if TYPE_CHECKING:
-    from launcher.profiles import World
-    from launcher.spec import JobSpec
+    from vlaunch_core.profiles import World
+    from vlaunch_core.spec import JobSpec
 
 GIB = 1024**3
 MIB = 1024**2

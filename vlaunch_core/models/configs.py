@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from launcher.errors import UserError, did_you_mean
-from trainer.models.arch_configs import ARCH_CONFIGS, KNOWN_HUB_IDS
+from vlaunch_core.errors import UserError, did_you_mean
+from vlaunch_core.models.arch_configs import ARCH_CONFIGS, KNOWN_HUB_IDS
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ RANDOM_PREFIX = "random:"
 def model_config_dict(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
     """The config dict of a model (a deep copy: callers may change it)."""
     if name_or_path.startswith(TINY_PREFIX):
-        from trainer.models.tiny_specs import tiny_config_dict
+        from vlaunch_core.models.tiny_specs import tiny_config_dict
 
         return tiny_config_dict(name_or_path.removeprefix(TINY_PREFIX))
     if name_or_path.startswith(RANDOM_PREFIX):

@@ -20,11 +20,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from launcher.errors import ProblemReport, UserError, raise_if_any
-from launcher.k8s.options import KubernetesOptions
-from launcher.slurm.options import SlurmOptions
-from launcher.spec_errors import pydantic_problems
-from launcher.specbase import Section
+from vlaunch_core.errors import ProblemReport, UserError, raise_if_any
+from vlaunch_core.k8s_options import KubernetesOptions
+from vlaunch_core.section import Section
+from vlaunch_core.slurm_options import SlurmOptions
+from vlaunch_core.spec_errors import pydantic_problems
 
 Auto = Literal["auto"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -183,7 +183,7 @@ class TuningSpec(Section):
 
     def modes(self) -> dict[str, str]:
         """The resolved mode of each module: the preset, then explicit overrides."""
-        from trainer.models.presets import PRESETS
+        from vlaunch_core.models.presets import PRESETS
 
         base = {"vision_tower": "frozen", "projector": "full", "language_model": "frozen"}
         if self.preset is not None and self.preset in PRESETS:
@@ -397,7 +397,7 @@ def load_spec(
             f"{path}: a job spec is a YAML mapping (name:, model:, data:, ...), "
             f"got a {type(raw).__name__}"
         )
-    from launcher.overrides import apply_overrides
+    from vlaunch_core.overrides import apply_overrides
 
     raw = apply_overrides(raw, overrides or [])
     return spec_from_dict(raw, base_dir=Path(path).parent, source=str(path), check=check)
@@ -411,7 +411,7 @@ def spec_from_dict(
     check: bool = True,
 ) -> JobSpec:
     """Validate a dict as a job spec; paths are resolved against `base_dir`."""
-    from launcher.spec_rules import cross_field_problems
+    from vlaunch_core.spec_rules import cross_field_problems
 
     try:
         spec = JobSpec.model_validate(raw)

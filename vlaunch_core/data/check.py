@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from trainer.data.formats import Format, Sample, iter_samples
-from trainer.data.media import (
+from vlaunch_core.data.formats import Format, Sample, iter_samples
+from vlaunch_core.data.media import (
     MediaError,
     MediaRoot,
     VideoInfo,
@@ -26,8 +26,8 @@ from trainer.data.media import (
     probe_image,
     probe_video,
 )
-from trainer.data.mixture import MixtureItem
-from trainer.data.problems import DataProblem
+from vlaunch_core.data.mixture import MixtureItem
+from vlaunch_core.data.problems import DataProblem
 
 COUNT_BATCH = 256
 

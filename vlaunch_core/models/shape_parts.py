@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from launcher.errors import UserError
+from vlaunch_core.errors import UserError
 
 Entry = tuple[str, tuple[int, ...], str]
 """(parameter name, shape, kind)."""
@@ -175,7 +175,7 @@ def text_config_of(text: Mapping[str, Any]) -> dict[str, Any]:
     if model_type not in TEXT_DEFAULTS:
         raise UserError(
             f"no parameter table for a '{model_type}' language model",
-            hint=f"vlaunch knows {', '.join(TEXT_DEFAULTS)} (trainer/models/shape_parts.py)",
+            hint=f"vlaunch knows {', '.join(TEXT_DEFAULTS)} (vlaunch_core/models/shape_parts.py)",
         )
     out = {**TEXT_DEFAULTS[model_type], **{k: v for k, v in text.items() if v is not None}}
     out["model_type"] = model_type

@@ -1,0 +1,1 @@
+"""Datasets without torch: formats, registries, mixtures, media, samplers, `data check`."""

@@ -1,0 +1,1 @@
+"""Model catalogs the planner reads (no torch)."""
