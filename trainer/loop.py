@@ -80,10 +80,19 @@ def seed_everything(seed: int) -> None:
 class Recipe:
     """One training run on this rank. `train(spec)` below is the whole life cycle."""
 
-    def __init__(self, spec: JobSpec, host: Host | None = None, *, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        host: Host | None = None,
+        *,
+        quiet: bool = False,
+        plan: Plan | None = None,
+    ) -> None:
         self.spec = spec
         self.host = host
         self.quiet = quiet
+        self.launch_plan = plan
+        """The plan the launch computed (None: plan here, e.g. a bare torchrun)."""
         self.run_dir = RunDir.for_spec(spec.output.dir, spec.name)
         self.metrics: MetricsWriter | None = None
         self.progress: ProgressDisplay | None = None
@@ -96,13 +105,18 @@ class Recipe:
     def setup(self) -> None:
         from trainer.schedule import build_scheduler
         from trainer.strategies import build_strategy
-        from vlaunch_core.plan import make_plan
+        from vlaunch_core.plan import make_plan, plan_for_world
         from vlaunch_core.profiles import resolve_world
 
         spec, tr = self.spec, self.spec.train
-        use_gpu = resolve_world(spec).profile.is_gpu
+        given = self.launch_plan
+        use_gpu = (given.world if given is not None else resolve_world(spec)).profile.is_gpu
         self.env = env = dist.init_distributed(use_gpu=use_gpu, timeout_minutes=tr.timeout_minutes)
-        self.plan: Plan = make_plan(spec, world_size=env.world_size)
+        self.plan: Plan = (
+            plan_for_world(given, spec, env.world_size)
+            if given is not None
+            else make_plan(spec, world_size=env.world_size)
+        )
         self.host_memory = HostMemoryGuard.for_plan(env, self.plan, tr.strategy).start()
         self.batch = self.plan.batch
         self.heartbeat = dist.Heartbeat(env.rank, env.world_size)
@@ -516,9 +530,12 @@ class Recipe:
             self.metrics.close()
 
 
-def train(spec: JobSpec, host: Host | None = None, *, quiet: bool = False) -> TrainResult:
-    """Run (or resume) the job `spec` on this rank; returns when finished or stopped."""
-    recipe = Recipe(spec, host, quiet=quiet)
+def train(
+    spec: JobSpec, host: Host | None = None, *, quiet: bool = False, plan: Plan | None = None
+) -> TrainResult:
+    """Run (or resume) the job `spec` on this rank with the launch's `plan` (planned here when
+    None); returns when finished or stopped."""
+    recipe = Recipe(spec, host, quiet=quiet, plan=plan)
     try:
         recipe.setup()
         return recipe.train()

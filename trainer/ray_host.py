@@ -104,11 +104,13 @@ def worker_main(config: dict[str, Any]) -> None:
     import ray.train
 
     from trainer.loop import Recipe
+    from vlaunch_core.plan import Plan
     from vlaunch_core.spec import spec_from_dict
 
     _worker_logging(ray.train.get_context().get_world_rank())
     spec = spec_from_dict(config["spec"], check=False)
-    recipe = Recipe(spec, RayHost(), quiet=config["quiet"])
+    plan = Plan.from_json(config["plan"])
+    recipe = Recipe(spec, RayHost(), quiet=config["quiet"], plan=plan)
     try:
         try:
             recipe.setup()
@@ -173,7 +175,11 @@ def make_trainer(spec: JobSpec, plan: Plan, *, quiet: bool) -> Any:
         resources["GPU"] = 1.0
     return TorchTrainer(
         worker_main,
-        train_loop_config={"spec": spec.model_dump(mode="json", by_alias=True), "quiet": quiet},
+        train_loop_config={
+            "spec": spec.model_dump(mode="json", by_alias=True),
+            "plan": plan.to_json(),  # what the launch printed is what the workers train with
+            "quiet": quiet,
+        },
         torch_config=TorchConfig(
             backend="nccl" if on_gpu else "gloo", timeout_s=int(tr.timeout_minutes * 60)
         ),

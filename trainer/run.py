@@ -22,6 +22,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("job", metavar="JOB.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or lines")
+    parser.add_argument(
+        "--plan",
+        metavar="PLAN.json",
+        help="the plan to train with (a launch's plan.json); without it each rank plans "
+        "for the world torchrun started",
+    )
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
@@ -31,11 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer import dist
     from trainer.loop import train
     from trainer.stop import EXIT_STOPPED
+    from vlaunch_core.plan import read_plan
     from vlaunch_core.spec import load_spec
 
     try:
         spec = load_spec(args.job, _world_overrides() + list(args.overrides))
-        result = train(spec, quiet=args.quiet)
+        plan = read_plan(args.plan) if args.plan else None
+        result = train(spec, quiet=args.quiet, plan=plan)
     except UserError as e:
         print(f"error: {e.render()}", file=sys.stderr)
         return e.exit_code

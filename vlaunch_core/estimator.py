@@ -120,6 +120,18 @@ class MemoryEstimate:
             "notes": list(self.notes),
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> MemoryEstimate:
+        """The estimate `to_json` wrote (a saved plan)."""
+        return cls(
+            parts={k: int(v) for k, v in d["parts_bytes"].items()},
+            capacity=int(d["capacity_bytes"]),
+            headroom=float(d["headroom"]),
+            trainable_params={k: int(v) for k, v in d["trainable_params"].items()},
+            total_params=int(d["total_params"]),
+            notes=tuple(d.get("notes", ())),
+        )
+
 
 def numel(shape: Iterable[int]) -> int:
     return math.prod(shape)

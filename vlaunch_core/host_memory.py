@@ -140,6 +140,28 @@ class HostMemoryEstimate:
             "notes": list(self.notes),
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> HostMemoryEstimate:
+        """The estimate `to_json` wrote (a saved plan)."""
+        return cls(
+            parts={k: int(v) for k, v in d["parts_bytes"].items()},
+            loading=int(d["loading_bytes"]),
+            training=int(d["training_bytes"]),
+            node_ram=int(d["node_ram_bytes"]),
+            ranks_per_node=int(d["ranks_per_node"]),
+            loader=LoaderChoice(
+                num_workers=int(d["num_workers"]),
+                prefetch_factor=int(d["prefetch_factor"]),
+                auto=bool(d["workers_auto"]),
+                reason=str(d["workers_reason"]),
+            ),
+            worker_bytes=int(d["worker_bytes"]),
+            low_memory_loading=bool(d["low_memory_loading"]),
+            ray=bool(d["ray"]),
+            advice=tuple(d.get("advice", ())),
+            notes=tuple(d.get("notes", ())),
+        )
+
 
 def rank_baseline(is_gpu: bool) -> int:
     return GPU_RANK_BYTES if is_gpu else CPU_RANK_BYTES

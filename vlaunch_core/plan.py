@@ -1,15 +1,21 @@
 """`make_plan(spec)`: the batch plan and the memory prediction of a job, in one object.
 
-Every backend calls this before anything is queued, `vlaunch plan` prints it, and the trainer
-calls it again on resume (with the new world size) so the global batch stays the same.
+The launch pipeline calls this once, before anything is queued; `vlaunch plan` prints the
+same. The plan is then handed to the workers (in memory under Ray, as `plan.json` next to
+the job spec on Slurm and Kubernetes): `plan_for_world` keeps it unless the world size
+really changed (resume on another device count), and only then plans again, so the global
+batch stays the same.
 Nothing here imports torch: model shapes come from the config dict and the analytic parameter
 table in `vlaunch_core/models/shapes.py`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlaunch_core.errors import UserError
@@ -44,6 +50,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         b = self.batch
         return {
+            "format": PLAN_FORMAT,
             "name": self.name,
             "global_batch_size": b.global_batch_size,
             "micro_batch_size": b.micro_batch_size,
@@ -59,7 +66,87 @@ class Plan:
             "memory": self.memory.to_json() if self.memory else None,
             "host_memory": self.host_memory.to_json() if self.host_memory else None,
             "notes": [*b.notes, *self.notes],
+            "batch_notes": list(b.notes),
+            "plan_notes": list(self.notes),
+            "hardware_profile": self.world.profile.model_dump(mode="json"),
         }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Plan:
+        """The plan `to_json` wrote (`plan.json` of a launch or a run)."""
+        from vlaunch_core.profiles import HardwareProfile
+
+        if d.get("format") != PLAN_FORMAT:
+            raise UserError(
+                f"a plan of format {d.get('format')!r}; this vlaunch reads format {PLAN_FORMAT}",
+                hint="launch the job again with this vlaunch version",
+            )
+        batch = BatchPlan(
+            global_batch_size=int(d["global_batch_size"]),
+            micro_batch_size=int(d["micro_batch_size"]),
+            grad_accum_steps=int(d["grad_accum_steps"]),
+            world_size=int(d["world_size"]),
+            requested_global_batch_size=int(d["requested_global_batch_size"]),
+            notes=tuple(d.get("batch_notes", ())),
+        )
+        world = World(
+            HardwareProfile.model_validate(d["hardware_profile"]),
+            int(d["nodes"]),
+            int(d["gpus_per_node"]),
+        )
+        return cls(
+            name=str(d["name"]),
+            world=world,
+            batch=batch,
+            precision=str(d["precision"]),
+            memory=MemoryEstimate.from_json(d["memory"]) if d.get("memory") else None,
+            family=d.get("family"),
+            notes=list(d.get("plan_notes", ())),
+            host_memory=(
+                HostMemoryEstimate.from_json(d["host_memory"]) if d.get("host_memory") else None
+            ),
+        )
+
+
+PLAN_FORMAT = 1
+"""Version of `Plan.to_json` (plan.json files handed from a launch to its workers)."""
+
+
+def read_plan(path: str | os.PathLike[str]) -> Plan:
+    """A saved `plan.json`; a user error naming the file when it is missing or damaged."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        return Plan.from_json(data)
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such plan file", hint="launch the job again") from None
+    except UserError as e:
+        raise UserError(f"{p}: {e.message}", hint=e.hint) from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(
+            f"{p}: not a valid plan ({type(e).__name__}: {e})",
+            hint="launch the job again to write a new plan",
+        ) from None
+
+
+def plan_for_world(plan: Plan, spec: JobSpec, world_size: int) -> Plan:
+    """The plan to train with on `world_size` ranks: `plan` itself when that is its world
+    size, else a new plan for that world (same global batch; logged)."""
+    if plan.batch.world_size == world_size:
+        return plan
+    new = make_plan(spec, world_size=world_size)
+    logger.warning(
+        "re-planned for a world of %d ranks (the saved plan was for %d): micro batch %d x "
+        "accumulation %d (was %d x %d), global batch %d",
+        world_size,
+        plan.batch.world_size,
+        new.batch.micro_batch_size,
+        new.batch.grad_accum_steps,
+        plan.batch.micro_batch_size,
+        plan.batch.grad_accum_steps,
+        new.batch.global_batch_size,
+    )
+    return new
 
 
 def resolve_precision(spec: JobSpec, world: World) -> str:
