@@ -158,7 +158,7 @@ def loader_samples_per_s(
     from trainer.data.build import build_train_data, loader_settings
     from trainer.data.processors import load_processor
     from vlaunch_core.plan import make_plan
-    from vlaunch_core.spec import spec_from_dict
+    from vlaunch_core.spec_load import spec_from_dict
 
     spec = spec_from_dict(spec_dict)
     processor, family = load_processor(spec.model.name_or_path)

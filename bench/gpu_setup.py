@@ -72,7 +72,7 @@ def tiny_variant(cfg: GpuConfig) -> GpuConfig:
 
 def gpu_spec(cfg: GpuConfig, *, profile: str, precision: str, out_dir: str) -> JobSpec:
     """The job spec the planner sees for this configuration (one device, one micro batch)."""
-    from vlaunch_core.spec import spec_from_dict
+    from vlaunch_core.spec_load import spec_from_dict
 
     raw = {
         "name": "bench-gpu",

@@ -76,7 +76,7 @@ def _trained_waste(spec_dict: dict[str, Any], timed: range, grouped: bool, packe
     order (from the index's length estimates) and each sample's encoded length."""
     from trainer.data.build import build_mixture
     from trainer.data.processors import load_processor
-    from vlaunch_core.spec import spec_from_dict
+    from vlaunch_core.spec_load import spec_from_dict
 
     spec = spec_from_dict(spec_dict)
     processor, family = load_processor(spec.model.name_or_path)

@@ -5,7 +5,8 @@ Each subcommand lives in `launcher/commands/<module>.py` with two functions:
 lazily). Commands that take a job spec also take dotted `key=value` overrides anywhere on the
 line; they arrive in `args.overrides`.
 
-User mistakes raise `vlaunch_core.errors.UserError`: printed without a traceback, exit code 2.
+User mistakes raise `vlaunch_core.errors.UserError`: printed without a traceback, exit code 2
+(with `--json`, printed as a JSON object on stdout instead).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -140,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = getattr(module, f"run_{cmd.name}", None) or module.run
         return int(runner(args) or 0)
     except UserError as e:
-        _print_user_error(e)
+        if getattr(args, "json", False):  # --json: errors are JSON too, on stdout
+            json.dump(e.to_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            _print_user_error(e)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -105,7 +105,7 @@ def worker_main(config: dict[str, Any]) -> None:
 
     from trainer.loop import Recipe
     from vlaunch_core.plan import Plan
-    from vlaunch_core.spec import spec_from_dict
+    from vlaunch_core.spec_load import spec_from_dict
 
     _worker_logging(ray.train.get_context().get_world_rank())
     spec = spec_from_dict(config["spec"], check=False)

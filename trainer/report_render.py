@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from trainer.report import Figure, Report
+if TYPE_CHECKING:
+    from trainer.report import Figure, Report
 
 
 def render_html(report: Report) -> str:

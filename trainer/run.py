@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.loop import train
     from trainer.stop import EXIT_STOPPED
     from vlaunch_core.plan import read_plan
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     try:
         spec = load_spec(args.job, _world_overrides() + list(args.overrides))

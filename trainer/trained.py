@@ -120,7 +120,7 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
 
 def read_spec(path: Path) -> JobSpec:
     """A resolved spec written by vlaunch (run `spec.yaml` or an export's copy)."""
-    from vlaunch_core.spec import spec_from_dict
+    from vlaunch_core.spec_load import spec_from_dict
 
     try:
         raw = yaml.safe_load(path.read_text())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class UserError(Exception):
@@ -26,6 +27,10 @@ class UserError(Exception):
     def render(self) -> str:
         """The text the CLI prints."""
         return self.message if not self.hint else f"{self.message}\n  fix: {self.hint}"
+
+    def to_json(self) -> dict[str, Any]:
+        """What `--json` prints for this error."""
+        return {"error": self.message, "fix": self.hint, "exit_code": self.exit_code}
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,16 @@ class ProblemReport(UserError):
 
     def __post_init__(self) -> None:
         UserError.__init__(self, self.render())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "error": self.title,
+            "source": self.source,
+            "problems": [
+                {"where": p.where, "message": p.message, "fix": p.hint} for p in self.problems
+            ],
+            "exit_code": self.exit_code,
+        }
 
     def render(self) -> str:
         head = self.title if not self.source else f"{self.title} ({self.source})"

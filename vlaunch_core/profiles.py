@@ -133,8 +133,8 @@ def available_host_memory() -> int | None:
 
 
 def load_profile_file(path: str) -> dict[str, HardwareProfile]:
-    from vlaunch_core.spec import read_yaml
     from vlaunch_core.spec_errors import pydantic_problems
+    from vlaunch_core.yamlfile import read_yaml
 
     raw = read_yaml(path)
     if not isinstance(raw, dict):

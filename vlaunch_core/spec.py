@@ -1,30 +1,22 @@
 """The job spec: one YAML file that says what to fine-tune, on what data, how, and where.
 
 Every option and its default is defined once, here (or in the backend option models this
-module includes). `load_spec` reads a file, applies dotted `key=value` overrides, validates
-everything and reports *all* problems in one `ProblemReport` (unknown keys with "did you
-mean", wrong types, ranges, cross-field conflicts).
-
-Paths: inputs (registry files, dataset files, media dirs, a local model folder) that are
-relative are resolved against the directory of the file that names them; `output.dir` is
-relative to the current directory.
+module includes). Reading, overriding and validating a spec file is `vlaunch_core.spec_load`
+(`load_spec`), which reports *all* problems of a spec in one `ProblemReport`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from vlaunch_core.errors import ProblemReport, UserError, raise_if_any
 from vlaunch_core.k8s_options import KubernetesOptions
 from vlaunch_core.section import Section
 from vlaunch_core.slurm_options import SlurmOptions
-from vlaunch_core.spec_errors import pydantic_problems
 
 Auto = Literal["auto"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -357,95 +349,3 @@ class JobSpec(Section):
         """The resolved spec as YAML (every default written out)."""
         data = self.model_dump(mode="json", by_alias=True)
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def read_yaml(path: str | os.PathLike[str]) -> Any:
-    """`yaml.safe_load` a file, turning I/O and syntax errors into one user error."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file", hint="check the path of the job spec")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: cannot read: {e}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-        problem = getattr(e, "problem", None) or str(e)
-        raise UserError(
-            f"{where}: invalid YAML: {problem}", hint="fix the syntax at that line"
-        ) from None
-
-
-def load_spec(
-    path: str | os.PathLike[str],
-    overrides: list[str] | None = None,
-    *,
-    check: bool = True,
-) -> JobSpec:
-    """Read, override, validate and resolve a job spec; raise `ProblemReport` on any problem."""
-    raw = read_yaml(path)
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(
-            f"{path}: a job spec is a YAML mapping (name:, model:, data:, ...), "
-            f"got a {type(raw).__name__}"
-        )
-    from vlaunch_core.overrides import apply_overrides
-
-    raw = apply_overrides(raw, overrides or [])
-    return spec_from_dict(raw, base_dir=Path(path).parent, source=str(path), check=check)
-
-
-def spec_from_dict(
-    raw: dict[str, Any],
-    *,
-    base_dir: str | os.PathLike[str] = ".",
-    source: str | None = None,
-    check: bool = True,
-) -> JobSpec:
-    """Validate a dict as a job spec; paths are resolved against `base_dir`."""
-    from vlaunch_core.spec_rules import cross_field_problems
-
-    try:
-        spec = JobSpec.model_validate(raw)
-    except ValidationError as e:
-        raise ProblemReport(
-            title="invalid job spec", problems=pydantic_problems(e, JobSpec), source=source
-        ) from None
-    spec = _resolve_paths(spec, Path(base_dir))
-    if check:
-        raise_if_any("invalid job spec", cross_field_problems(spec), source=source)
-    return spec
-
-
-def _is_local_path(value: str) -> bool:
-    return value.startswith(("./", "../", "/", "~")) or value in (".", "..")
-
-
-def _resolve(base: Path, value: str) -> str:
-    if "://" in value:
-        return value
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).absolute())
-
-
-def _resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
-    spec = spec.model_copy(deep=True)
-    if _is_local_path(spec.model.name_or_path):
-        spec.model.name_or_path = _resolve(base, spec.model.name_or_path)
-    if spec.model.adapter is not None:
-        spec.model.adapter = _resolve(base, spec.model.adapter)
-    spec.data.registry = [_resolve(base, r) for r in spec.data.registry]
-    spec.resources.profiles = [_resolve(base, r) for r in spec.resources.profiles]
-    for entry in spec.data.datasets.values():
-        entry.data_path = _resolve(base, entry.data_path)
-        if entry.media_dir is not None:
-            entry.media_dir = _resolve(base, entry.media_dir)
-    return spec

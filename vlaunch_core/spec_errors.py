@@ -46,7 +46,8 @@ def _model_at(root: type[Section], loc: tuple[Any, ...]) -> type[Section] | None
     return model
 
 
-def _dotted(loc: tuple[Any, ...]) -> str:
+def dotted(loc: tuple[Any, ...]) -> str:
+    """`('a', 'b', 0)` -> `a.b[0]`."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -54,6 +55,14 @@ def _dotted(loc: tuple[Any, ...]) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def field_at(root: type[Section], loc: tuple[Any, ...]) -> Any:
+    """The pydantic field at `loc` (None when there is none)."""
+    parent = _model_at(root, loc[:-1])
+    if parent is None or not loc or not isinstance(loc[-1], str):
+        return None
+    return parent.model_fields.get(loc[-1])
 
 
 def _type_hint(root: type[Section], loc: tuple[Any, ...]) -> str | None:
@@ -72,8 +81,8 @@ def pydantic_problems(error: ValidationError, root: type[Section]) -> list[Probl
     problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     for err in error.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
-        where = _dotted(loc)
+        loc = union_free(err["loc"])
+        where = dotted(loc)
         kind = err["type"]
         hint: str | None = None
         if kind == "extra_forbidden":
@@ -102,11 +111,16 @@ def pydantic_problems(error: ValidationError, root: type[Section]) -> list[Probl
     return _merge_union_noise(problems)
 
 
+def union_free(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An error location without the union-member names pydantic inserts."""
+    return tuple(p for p in loc if not _is_union_tag(p))
+
+
 def _is_union_tag(part: Any) -> bool:
     """pydantic adds union member names ('int', "literal['auto']") to error locations."""
     return isinstance(part, str) and (
         part in ("int", "float", "str", "bool", "list[str]", "function-after[_check_time(), str]")
-        or part.startswith(("literal[", "function-", "tuple[", "list[", "dict["))
+        or part.startswith(("literal[", "function-", "tuple[", "list[", "dict[", "constrained-"))
     )
 
 

@@ -94,7 +94,7 @@ def add_resource_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_job(args: argparse.Namespace, *, check: bool = True) -> JobSpec:
     """The job spec named by `args.job`, with flag overrides then `key=value` overrides."""
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     overrides = spec_flag_overrides(args) + list(getattr(args, "overrides", []) or [])
     return load_spec(args.job, overrides, check=check)

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from launcher.convert import convert, read_settings
     from vlaunch_core.errors import ProblemReport, UserError
-    from vlaunch_core.spec import spec_from_dict
+    from vlaunch_core.spec_load import spec_from_dict
 
     if args.output and Path(args.output).exists() and not args.force:
         raise UserError(f"{args.output} exists", hint="pass --force to overwrite it")

@@ -147,7 +147,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _is_job_spec(path: Path) -> bool:
     if path.suffix.lower() not in (".yaml", ".yml"):
         return False
-    from vlaunch_core.spec import read_yaml
+    from vlaunch_core.yamlfile import read_yaml
 
     raw = read_yaml(path)
     return isinstance(raw, dict) and "data" in raw and "model" in raw
@@ -232,7 +232,7 @@ def _sources(args: argparse.Namespace) -> tuple[list[CheckSource], Any, str | No
     if not target.is_file():
         raise UserError(f"{target}: no such file")
     if _is_job_spec(target):
-        from vlaunch_core.spec import load_spec
+        from vlaunch_core.spec_load import load_spec
 
         spec = load_spec(target)
         items = []

@@ -133,7 +133,7 @@ def allocation_overrides() -> list[str]:
 def load_slurm_spec(path: str, overrides: list[str], user_overrides: list[str]) -> JobSpec:
     """The spec with flags, overrides and then the variant's overrides applied."""
     from launcher.slurm.variants import check_conflicts, variant_overrides
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     variant = load_spec(path, overrides, check=False).slurm.variant
     if variant is None:

@@ -26,7 +26,7 @@ def train_here(folder: Path, shapes: Path, name: str, **sections: Any) -> Path:
     import torch
 
     from trainer.loop import train
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     defaults: dict[str, Any] = {
         "train": {

@@ -54,7 +54,7 @@ def test_step_zero_is_base_plus_the_old_adapter(
     from trainer.loop import Recipe
     from trainer.loss import model_inputs
     from trainer.trained import load_trained, resolve
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     spec = load_spec(_job(tmp_path, shapes, demo_run, "cont"))
     recipe = Recipe(spec, quiet=True)
@@ -84,7 +84,7 @@ def test_the_continued_run_trains_and_starts_where_the_old_one_ended(
     from safetensors.torch import load_file
 
     from trainer.loop import train
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     result = train(load_spec(_job(tmp_path, shapes, demo_run, "cont2")), quiet=True)
     assert result.state == "finished"
@@ -113,7 +113,7 @@ def test_mismatched_tuning_is_refused(
     demo_run: Path, shapes: Path, tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
     from trainer.loop import train
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     spec = load_spec(_job(tmp_path, shapes, demo_run, "bad", **change))
     with pytest.raises(UserError, match=message):
@@ -122,7 +122,7 @@ def test_mismatched_tuning_is_refused(
 
 def test_spec_rules_for_the_adapter(demo_run: Path, shapes: Path, tmp_path: Path) -> None:
     from vlaunch_core.errors import ProblemReport
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     job = _job(tmp_path, shapes, demo_run, "fft", tuning={"preset": "fft"})
     with pytest.raises(ProblemReport, match=r"model\.adapter"):

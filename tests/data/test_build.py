@@ -13,7 +13,8 @@ from tests.data.helpers import vila, write_json
 from trainer.data.build import build_eval_data, build_train_data, generation_prompts
 from trainer.data.encode import IGNORE_INDEX
 from vlaunch_core.errors import ProblemReport, UserError
-from vlaunch_core.spec import JobSpec, load_spec
+from vlaunch_core.spec import JobSpec
+from vlaunch_core.spec_load import load_spec
 
 
 def make_spec(

@@ -10,7 +10,7 @@ import yaml
 from vlaunch_core.data.mixture import mixture_problems, parse_mixture, resolve_mixture
 from vlaunch_core.data.registry import read_registry
 from vlaunch_core.errors import ProblemReport
-from vlaunch_core.spec import load_spec, spec_from_dict
+from vlaunch_core.spec_load import load_spec, spec_from_dict
 
 REGISTRY = """\
 SampleQA:

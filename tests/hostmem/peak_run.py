@@ -32,7 +32,7 @@ def main() -> None:
     import transformers  # noqa: F401
 
     from trainer.loop import Recipe
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     spec = load_spec(job, list(overrides))
     rank = int(os.environ.get("RANK", "0"))

@@ -24,7 +24,7 @@ from trainer.metrics import MetricsWriter
 from trainer.rundir import RunDir
 from vlaunch_core.host_memory import GIB
 from vlaunch_core.plan import make_plan
-from vlaunch_core.spec import load_spec
+from vlaunch_core.spec_load import load_spec
 
 ENV = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 

@@ -18,7 +18,7 @@ import pytest
 from tests.trainer.helpers import explain, records, torchrun, write_job
 from trainer.models.safetensors_index import SafetensorsIndex
 from vlaunch_core.plan import make_plan
-from vlaunch_core.spec import load_spec
+from vlaunch_core.spec_load import load_spec
 
 pytestmark = pytest.mark.slow
 MB = 1e6

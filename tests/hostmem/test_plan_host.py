@@ -21,7 +21,8 @@ from vlaunch_core.host_memory import (
 )
 from vlaunch_core.models.arch_configs import ARCH_CONFIGS
 from vlaunch_core.plan import Plan, make_plan, model_facts, training_setup
-from vlaunch_core.spec import JobSpec, load_spec
+from vlaunch_core.spec import JobSpec
+from vlaunch_core.spec_load import load_spec
 
 REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry.yaml"
 

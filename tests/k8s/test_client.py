@@ -27,7 +27,7 @@ from tests.k8s.fakeapi import FakeKubeAPI
 from tests.k8s.helpers import SPECS, run_cli
 from vlaunch_core.errors import UserError
 from vlaunch_core.plan import make_plan
-from vlaunch_core.spec import load_spec
+from vlaunch_core.spec_load import load_spec
 
 NAME = "tiny-llava-on-k8s"
 HANDLE = f"k8s:ml/{NAME}"

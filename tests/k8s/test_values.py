@@ -18,7 +18,8 @@ from vlaunch_core.errors import ProblemReport, UserError
 from vlaunch_core.k8s_options import KubernetesOptions
 from vlaunch_core.profiles import resolve_world
 from vlaunch_core.section import Section
-from vlaunch_core.spec import JobSpec, load_spec
+from vlaunch_core.spec import JobSpec
+from vlaunch_core.spec_load import load_spec
 
 
 def spec(*overrides: str) -> JobSpec:

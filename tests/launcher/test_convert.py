@@ -99,7 +99,8 @@ def test_lora_keys_without_lora_are_reported() -> None:
 
 def test_cli_writes_a_valid_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "train.json"
-    data.write_text("[]")
+    sample = '{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}'
+    data.write_text(f"[{sample}, {sample}]")  # one global batch of 2
     src = tmp_path / "args.json"
     src.write_text(
         '{"model_name_or_path": "tiny:llava", "training_data_path": "train.json", '

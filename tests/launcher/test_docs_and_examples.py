@@ -10,7 +10,7 @@ import yaml
 
 from launcher.docgen import render
 from tests.conftest import REPO
-from vlaunch_core.spec import load_spec
+from vlaunch_core.spec_load import load_spec
 
 
 def test_golden_spec_reference_is_current() -> None:

@@ -180,7 +180,7 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_resolved_spec_validates_again(tmp_path: Path, preset: str) -> None:
     """`vlaunch validate` prints every default; that output is itself a valid spec (the
     Slurm and Kubernetes backends ship it to the cluster)."""
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     first = load_spec(write_spec(tmp_path, BASE), [f"tuning.preset={preset}", "train.max_steps=10"])
     again = tmp_path / "again.yaml"

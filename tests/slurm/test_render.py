@@ -235,7 +235,7 @@ def test_forgotten_job_without_accounting() -> None:
 def test_the_submitted_spec_loads_back_unchanged(tmp_path: Path) -> None:
     """`vlaunch run` loads the spec file the job script names: it must validate again and
     mean the same job (output.dir made absolute)."""
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     spec = _spec(
         tmp_path,

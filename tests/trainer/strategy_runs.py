@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from trainer.loop import train
-from vlaunch_core.spec import load_spec
+from vlaunch_core.spec_load import load_spec
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.trainer.helpers import write_job
-from vlaunch_core.spec import load_spec
+from vlaunch_core.spec_load import load_spec
 
 
 @pytest.fixture(scope="module")

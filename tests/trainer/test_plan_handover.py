@@ -15,7 +15,7 @@ import pytest
 from tests.trainer.helpers import write_job
 from vlaunch_core.errors import UserError
 from vlaunch_core.plan import Plan, make_plan, plan_for_world, read_plan
-from vlaunch_core.spec import load_spec
+from vlaunch_core.spec_load import load_spec
 
 
 def _small_machine(monkeypatch: pytest.MonkeyPatch, gib: float) -> None:

@@ -107,3 +107,33 @@ def resolve_registry_mixture(registry: list[str], mixture: str) -> list[MixtureI
         data=DataSpec(mixture=mixture, registry=[str(r) for r in registry]),
     )
     return resolve_mixture(spec, "train")
+
+
+def mixture_size_at_least(spec: JobSpec, limit: int) -> int | None:
+    """Records in the training mixture (repeats counted), counted only until `limit` is
+    reached (bounded work on any dataset size); None when the mixture does not resolve or a
+    data file is not on this machine (data on a cluster's filesystem)."""
+    from vlaunch_core.data.jsonstream import iter_records
+
+    try:
+        items = resolve_mixture(spec, "train")
+    except ProblemReport:
+        return None
+    if not all(item.dataset.data_path.is_file() for item in items):
+        return None
+    total = 0
+    for item in items:
+        needed = -(-(limit - total) // item.repeat)  # records of this file still to count
+        count = 0
+        try:
+            for record in iter_records(item.dataset.data_path):
+                if record.error is None:
+                    count += 1
+                if count >= needed or record.fatal:
+                    break
+        except (OSError, UnicodeDecodeError):
+            return None
+        total += count * item.repeat
+        if total >= limit:
+            return total
+    return total

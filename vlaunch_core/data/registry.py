@@ -60,7 +60,9 @@ def read_registry(path: str | Path) -> tuple[dict[str, Dataset], list[Problem]]:
     from pydantic import ValidationError
 
     from vlaunch_core.errors import UserError
-    from vlaunch_core.spec import DatasetEntry, pydantic_problems, read_yaml
+    from vlaunch_core.spec import DatasetEntry
+    from vlaunch_core.spec_errors import pydantic_problems
+    from vlaunch_core.yamlfile import read_yaml
 
     path = Path(path)
     where = str(path)

@@ -19,6 +19,11 @@ from vlaunch_core.models.arch_configs import ARCH_CONFIGS, KNOWN_HUB_IDS
 
 logger = logging.getLogger(__name__)
 
+
+class ModelNotLocal(UserError):
+    """A hub id that is neither cached nor known: resolvable only over the network."""
+
+
 TINY_PREFIX = "tiny:"
 RANDOM_PREFIX = "random:"
 
@@ -45,7 +50,7 @@ def model_config_dict(name_or_path: str, revision: str | None = None) -> dict[st
         return _read_config(cached)
     if name_or_path in KNOWN_HUB_IDS:
         return arch_config(KNOWN_HUB_IDS[name_or_path])
-    raise UserError(
+    raise ModelNotLocal(
         f"no config for model '{name_or_path}': it is not a local folder, not in the Hugging "
         f"Face cache, and not a known hub id.{did_you_mean(name_or_path, KNOWN_HUB_IDS)}",
         hint="download it first (`huggingface-cli download "
