@@ -142,12 +142,13 @@ def _spec(kind: str, media: Path, out_dir: Path, steps: int, max_length: int) ->
 
 
 def real_size_processor(processor: Any) -> Any:
-    """The tiny processor (tokenizer, chat template) with Qwen2-VL-2B's image preprocessing."""
+    """The tiny processor (tokenizer, chat template) with Qwen2-VL-2B's image and video
+    preprocessing (the processors' defaults are the released model's)."""
     import copy
 
     out = copy.deepcopy(processor)
-    cls = type(processor.image_processor)
-    out.image_processor = cls(patch_size=14, temporal_patch_size=2, merge_size=2)
+    out.image_processor = type(processor.image_processor)()
+    out.video_processor = type(processor.video_processor)()
     return out
 
 

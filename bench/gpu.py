@@ -4,9 +4,9 @@
     python -m bench.gpu --device cpu --tiny      # the same code on CPU with tiny models
 
 For each configuration (model, tuning, strategy, micro batch, sequence length, gradient
-checkpointing): build the model as the trainer does (`load_model`, `apply_tuning`, fp32
-trainable weights, the strategy's `prepare`), then run the loop's own optimizer step
-(`trainer.loop.Recipe._optimizer_step`) on a synthetic full-length batch (`bench.gpu_batches`)
+checkpointing): build the model, the strategy and the step with the trainer's public API
+(`trainer.api`: `build_model`, `build_strategy`, the strategy's `prepare`, `train_step`, what
+`trainer.loop` runs) on a synthetic full-length batch (`bench.gpu_batches`)
 for `warmup + steps` steps. Reported: median step time, tokens/s, MFU (FLOPs counted as
 `bench.flops` says, against the profile's dense bf16 peak), peak memory
 (`torch.cuda.max_memory_allocated` / `max_memory_reserved`), and the memory estimator's
@@ -33,7 +33,6 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 from bench.common import REPO, bench_env, machine
@@ -55,10 +54,9 @@ def measure(
     """Train `cfg` with the loop's optimizer step; timings, memory, prediction."""
     import torch
 
+    from trainer.api import build_strategy, train_step
     from trainer.dist import init_distributed
-    from trainer.loop import Recipe
     from trainer.loss import target_tokens
-    from trainer.strategies import build_strategy
 
     env = init_distributed(use_gpu=device == "cuda", timeout_minutes=30)
     with tempfile.TemporaryDirectory(prefix="vlaunch-bench-gpu-") as tmp:
@@ -69,16 +67,13 @@ def measure(
             model, groups, layer_classes, report = build_model(
                 setup.spec, env.device, plan.precision
             )
-            strategy = build_strategy(
-                cfg.strategy, env, plan.precision, setup.spec.train, plan.batch
-            )
+            strategy = build_strategy(setup.spec, env, plan)
             strategy.prepare(model, groups, layer_classes=layer_classes)
-            loop = cast(Any, SimpleNamespace(strategy=strategy, env=env))  # what the step reads
             tokens = float(target_tokens(setup.batch["labels"]))
             times = []
             for _ in range(warmup + steps):
                 t0 = time.perf_counter()
-                Recipe._optimizer_step(loop, [setup.batch], tokens)  # the loop's own step
+                train_step(strategy, [setup.batch], tokens)  # the loop's own step
                 sync(env.device)
                 times.append(time.perf_counter() - t0)
         except torch.cuda.OutOfMemoryError as e:

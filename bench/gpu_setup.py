@@ -98,33 +98,14 @@ def gpu_spec(cfg: GpuConfig, *, profile: str, precision: str, out_dir: str) -> J
 def build_model(
     spec: JobSpec, device: Any, precision: str
 ) -> tuple[Any, Any, tuple[type, ...], Any]:
-    """(model, param_groups fn, layer classes, tuning report): what `Recipe._build_model`
-    builds, for a model without a processor."""
-    from trainer.models.deferred import trainable_fp32
-    from trainer.models.loading import load_model
-    from trainer.models.tuning import apply_tuning, param_groups
+    """(model, param_groups fn, layer classes, tuning report): the trainer's own
+    `trainer.api.build_model`, for a model without a processor, on `device` when CUDA."""
+    from trainer.api import build_model as build
 
-    weights = {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
-    on_gpu = getattr(device, "type", str(device)) == "cuda"
-    loaded = load_model(
-        spec.model, dtype=weights, device=device if on_gpu else None, tuning=spec.tuning
+    built = build(
+        spec, precision, device=device if is_cuda(device) else None, require_processor=False
     )
-    model: Any
-    model, report = apply_tuning(
-        loaded.model,
-        loaded.family,
-        spec.tuning,
-        gradient_checkpointing=spec.train.gradient_checkpointing,
-    )
-    trainable_fp32(model)  # fp32 master weights, as the trainer keeps them
-    names = set(loaded.family.layer_classes(model.config.to_dict()))
-    layer_classes = tuple({type(m) for m in model.modules() if type(m).__name__ in names})
-    tr = spec.train
-
-    def groups(wrapped: Any) -> list[dict[str, Any]]:
-        return param_groups(wrapped, report, lr=tr.lr, weight_decay=tr.weight_decay)
-
-    return model, groups, layer_classes, report
+    return built.model, built.param_groups, built.layer_classes, built.tuning_report
 
 
 def is_cuda(device: Any) -> bool:

@@ -29,13 +29,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from trainer import dist, faults
+from trainer import api, dist, faults
 from trainer.batches import micro_batches
 from trainer.checkpoint import TrainerState, load_weights, restore_training_state, spec_yaml
 from trainer.checkpoint import write_checkpoint as _write_checkpoint
 from trainer.host import Host, LocalHost
 from trainer.hostmem import HostMemoryGuard
-from trainer.loss import model_inputs, summed_cross_entropy, target_tokens
+from trainer.loss import target_tokens
 from trainer.rundir import RunDir, write_json_atomic
 from trainer.stop import StopRequest
 from vlaunch_core.errors import UserError
@@ -104,7 +104,6 @@ class Recipe:
 
     def setup(self) -> None:
         from trainer.schedule import build_scheduler
-        from trainer.strategies import build_strategy
         from vlaunch_core.plan import make_plan, plan_for_world
         from vlaunch_core.profiles import resolve_world
 
@@ -133,9 +132,7 @@ class Recipe:
             self.resume = TrainerState.read(ckpt) if ckpt is not None else None
             self._check_resume()
             seed_everything(tr.seed)
-            self.strategy: Strategy = build_strategy(
-                tr.strategy, env, self.plan.precision, tr, self.batch
-            )
+            self.strategy: Strategy = api.build_strategy(spec, env, self.plan)
             if self.resume is not None:
                 self.strategy.check_resume(self.resume.world_size)
             model, param_groups, layer_classes = self._build_model()
@@ -188,58 +185,25 @@ class Recipe:
             )
 
     def _build_model(self) -> tuple[Any, Any, tuple[type, ...]]:
-        from trainer.models.deferred import trainable_fp32
-        from trainer.models.loading import load_model
-        from trainer.models.tuning import apply_tuning, param_groups
-
         spec = self.spec
-        # Frozen weights in the compute dtype; what is trained is kept in fp32 (below).
-        weights = {"bf16": "bfloat16", "fp16": "float16"}.get(self.plan.precision, "float32")
-        loaded = load_model(
-            spec.model, dtype=weights, tuning=spec.tuning, low_memory=self.strategy.loads_shards
+        # fp32 master weights for the optimizer are read now if a checkpoint or an adapter is
+        # loaded into them next; else, under low-memory loading, later, shard by shard
+        built = api.build_model(
+            spec,
+            self.plan.precision,
+            low_memory=self.strategy.loads_shards,
+            materialize=self.resume is not None or spec.model.adapter is not None,
         )
-        if loaded.processor is None:
-            raise UserError(
-                f"model '{spec.model.name_or_path}' has no tokenizer or processor to encode "
-                "the training data with",
-                hint="use a model folder or hub id with its processor, or tiny:<family>",
-            )
-        self.processor = loaded.processor
-        self.family = loaded.family
-        model: Any
-        model, report = apply_tuning(
-            loaded.model,
-            loaded.family,
-            spec.tuning,
-            gradient_checkpointing=spec.train.gradient_checkpointing,
-        )
-        # fp32 master weights for the optimizer (read now if a checkpoint or an adapter is
-        # loaded into them next; else, under low-memory loading, later, shard by shard)
-        trainable_fp32(model, materialize=self.resume is not None or spec.model.adapter is not None)
-        self.tuning_report = report
+        self.built = built
+        self.processor = built.processor
+        self.family = built.family
+        self.tuning_report = built.tuning_report
         if self.env.is_main:
-            report.save(self.run_dir.path)
-        tr = spec.train
-        names = set(loaded.family.layer_classes(model.config.to_dict()))
-        layer_classes = tuple({type(m) for m in model.modules() if type(m).__name__ in names})
-
-        def groups(wrapped: Any) -> list[dict[str, Any]]:
-            return param_groups(wrapped, report, lr=tr.lr, weight_decay=tr.weight_decay)
-
-        return model, groups, layer_classes
+            built.tuning_report.save(self.run_dir.path)
+        return built.model, built.param_groups, built.layer_classes
 
     def _build_data(self) -> TrainData:
-        from trainer.data.build import build_train_data
-
-        return build_train_data(
-            self.spec,
-            self.processor,
-            self.family,
-            rank=self.env.rank,
-            world_size=self.env.world_size,
-            micro_batch_size=self.batch.micro_batch_size,
-            global_batch_size=self.batch.global_batch_size,
-        )
+        return api.build_data(self.spec, self.built, self.env, self.batch)
 
     def _total_steps(self) -> int:
         tr = self.spec.train
@@ -375,23 +339,9 @@ class Recipe:
     def _optimizer_step(
         self, micro: list[dict[str, Any]], tokens: float
     ) -> tuple[float, int, float]:
-        """Forward/backward every micro batch, then update: (summed CE of this rank, its
-        input tokens, gradient norm). `tokens` = target tokens of the step on all ranks."""
-        strategy, device = self.strategy, self.env.device
-        scale = self.env.world_size / max(tokens, 1.0)
-        float_dtype = strategy.input_dtype()
-        loss_sum = 0.0
-        input_tokens = 0
-        for i, mb in enumerate(micro):
-            with strategy.micro_step(i == len(micro) - 1), strategy.autocast():
-                inputs = model_inputs(mb, device, float_dtype)
-                logits = strategy.forward({**inputs, "use_cache": False}).logits
-                ce = summed_cross_entropy(logits, mb["labels"])
-            strategy.backward(ce * scale)
-            loss_sum += float(ce.detach())
-            mask = mb.get("attention_mask")
-            input_tokens += int(mask.sum()) if mask is not None else int(mb["input_ids"].numel())
-        return loss_sum, input_tokens, strategy.step()
+        """(summed CE of this rank, its input tokens, gradient norm) of one step."""
+        out = api.train_step(self.strategy, micro, tokens)
+        return out.loss_sum, out.input_tokens, out.grad_norm
 
     def _local_world_size(self) -> int:
         import os
