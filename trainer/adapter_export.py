@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.checkpoint import NON_LORA_FILE, spec_yaml
-from trainer.export import adapter_readme, base_path, base_reference, check_output, replace_dir
+from trainer.export import (
+    adapter_readme,
+    base_path,
+    base_reference,
+    check_output,
+    load_base_processor,
+    replace_dir,
+    write_processor,
+)
 from trainer.trained import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SPEC_FILE, Trained, read_adapter_config
 from vlaunch_core.errors import UserError
 from vlaunch_core.models.families import canonical_name
@@ -32,6 +40,7 @@ if TYPE_CHECKING:
     import torch
 
     from vlaunch_core.models.families import Family
+    from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +152,8 @@ def export_adapter(
         tensors, config, dropped = _llm_only(tensors, config, family, non_lora, drop_non_llm)
         non_lora = None
     config["inference_mode"] = True
+    base = trained.base_model_spec()
+    processor = load_base_processor(base)  # before anything is written
     staging = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -155,11 +166,12 @@ def export_adapter(
         )
         if non_lora is not None:
             shutil.copyfile(non_lora, staging / NON_LORA_FILE)
+        write_processor(base, staging, processor)
         if trained.spec is not None:
             (staging / SPEC_FILE).write_text(spec_yaml(trained.spec))
             readme = adapter_readme(trained.spec, out, has_non_lora=non_lora is not None)
             if llm_only:
-                readme += _llm_only_note(dropped)
+                readme += _llm_only_note(trained.spec, out, config, dropped)
             (staging / "README.md").write_text(readme)
         replace_dir(staging, out)
     finally:
@@ -268,10 +280,15 @@ def _targets_regex(modules: set[str]) -> str:
     return regex
 
 
-def _llm_only_note(dropped: list[str]) -> str:
+def _llm_only_note(spec: JobSpec, out: Path, config: dict[str, Any], dropped: list[str]) -> str:
+    rank = max(int(r) for r in (config["r"], *(config.get("rank_pattern") or {}).values()))
     text = (
-        "\n## LLM-only adapter\n\nOnly the language model's LoRA is here (for servers such "
-        "as vLLM that take LoRA on the language model only).\n"
+        "\n## LLM-only adapter\n\nOnly the language model's LoRA is here, for servers such as "
+        "vLLM that apply LoRA to the language model only:\n\n"
+        f"```bash\nvllm serve {base_reference(spec)} --enable-lora --lora-modules {spec.name}={out}"
+        f"\n```\n\nIts LoRA rank is {rank}: vLLM needs `--max-lora-rank` at least that (its "
+        "default is 16). Requests name the adapter as their model "
+        f'(`"model": "{spec.name}"`).\n'
     )
     if dropped:
         text += (

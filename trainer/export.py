@@ -4,8 +4,8 @@
 - `adapter`: `<run>/adapter/` holds the PEFT adapter exactly as `PeftModel.save_pretrained`
   lays it out (modules trained next to LoRA, such as the projector, are inside it as PEFT
   `modules_to_save`), plus `non_lora_trainables.safetensors` when other weights were trained
-  (LLaVA-NeXT's image_newline, a fully tuned language model), and a README saying how to load
-  it. Full fine-tuning exports `model/`.
+  (LLaVA-NeXT's image_newline, a fully tuned language model), the base model's processor and
+  a README saying how to load it. Full fine-tuning exports `model/`.
 - `merged`: `<run>/model/`, a plain transformers model folder (LoRA merged in) with its
   processor, loadable with `from_pretrained` and no PEFT.
 - `none`: nothing beyond the checkpoints.
@@ -15,7 +15,8 @@ weights, so no strategy ever has to gather the frozen weights. The folder is wha
 `AutoModelForImageTextToText.from_pretrained` / `AutoProcessor.from_pretrained` read: weights
 in safetensors, `config.json`, `generation_config.json`, the processor, tokenizer and chat
 template, and the run's spec as `vlaunch_spec.yaml` (read by `vlaunch infer`, ignored by
-transformers). Adapter-only exports are in `trainer.adapter_export`.
+transformers). Adapter-only exports are in `trainer.adapter_export`; every export carries
+the processor, so `AutoProcessor.from_pretrained(export)` works on each.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def export_final(spec: JobSpec, strategy: Strategy, run_dir: RunDir) -> Path | N
             adapter_readme(spec, out, has_non_lora=has_non_lora)
         )
         (staging / ADAPTER_DIR / SPEC_FILE).write_text(spec_yaml(spec))
+        write_processor(spec.model, staging / ADAPTER_DIR)
         replace_dir(staging / ADAPTER_DIR, out)
     else:
         out = run_dir.model_dir
@@ -133,8 +135,7 @@ def write_merged(
     model.to(getattr(torch, target))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
-    loaded.processor.save_pretrained(str(out))
-    _copy_processor_files(trained.base_model_spec(), out)
+    write_processor(trained.base_model_spec(), out, loaded.processor)
     if trained.spec is not None:
         (out / SPEC_FILE).write_text(spec_yaml(trained.spec))
         (out / "README.md").write_text(model_readme(trained.spec, final or out))
@@ -180,9 +181,37 @@ def base_folder(base: ModelSpec) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+def write_processor(base: ModelSpec, out: Path, processor: Any = None) -> None:
+    """The base model's processor (tokenizer, chat template, image and, where the family has
+    one, video processor) saved into `out`, so that `AutoProcessor.from_pretrained(out)`
+    works on every export. `processor`: the one already loaded from the base (else loaded)."""
+    if processor is None:
+        processor = load_base_processor(base)
+    processor.save_pretrained(str(out))
+    _copy_processor_files(base, out)
+
+
+def load_base_processor(base: ModelSpec) -> Any:
+    """The processor of the base model (the one training encoded the data with)."""
+    from trainer.models.processors import load_processor
+
+    try:
+        return load_processor(
+            base_path(base), revision=base.revision, trust_remote_code=base.trust_remote_code
+        )
+    except OSError as e:  # not a folder, not in the cache, and the hub is out of reach
+        raise UserError(
+            f"cannot load the processor of the base model '{base.name_or_path}' to write it "
+            f"into the export: {e}",
+            hint="make the base model reachable here: its folder, the Hugging Face cache, or "
+            "the hub (without HF_HUB_OFFLINE)",
+        ) from None
+
+
 def _copy_processor_files(base: ModelSpec, out: Path) -> None:
-    """Processor files of the base that the saved processor did not write (e.g. a video
-    processor vlaunch loads without, because it needs torchvision)."""
+    """Processor and tokenizer files of the base folder that `save_pretrained` did not write
+    (e.g. a sentencepiece `tokenizer.model` next to `tokenizer.json`), so that the export
+    holds every file the base's processor came with."""
     folder = base_folder(base)
     if folder is None:
         return
@@ -219,27 +248,51 @@ def base_reference(spec: JobSpec) -> str:
 
 def adapter_readme(spec: JobSpec, out: Path, *, has_non_lora: bool) -> str:
     base = base_reference(spec)
-    extra = (
-        "\n# This run also trained weights outside LoRA and modules_to_save:\n"
-        "from safetensors.torch import load_file\n"
-        f'model.load_state_dict(load_file("{out}/{NON_LORA_FILE}"), strict=False)\n'
+    read = (
+        "# The run also trained weights that PEFT cannot hold (see below):\n"
+        "from safetensors.torch import load_file\n\n"
+        f'extra = load_file("{out}/{NON_LORA_FILE}")\n'
     )
+    # saved from the PeftModel: its names; transformers' model has the bare model's names
+    with_transformers = (
+        read + 'model.load_state_dict({k.removeprefix("base_model.model."): v '
+        "for k, v in extra.items()}, strict=False)\n"
+    )
+    with_peft = read + "model.load_state_dict(extra, strict=False)\n"
+    non_lora_note = (
+        f"\n`{NON_LORA_FILE}` holds weights trained outside LoRA and `modules_to_save` (e.g. "
+        "LLaVA-NeXT's `image_newline`, a bare parameter): without them the model is not the "
+        "trained one.\n"
+    )
+    if not has_non_lora:
+        with_transformers = with_peft = non_lora_note = ""
     return f"""# LoRA adapter of run `{spec.name}`
 
 Base model: `{spec.model.name_or_path}` (`{base}`), tuning preset `{spec.tuning.preset}`.
 Written by vlaunch in the standard PEFT layout (`adapter_config.json`,
 `adapter_model.safetensors`); modules trained in full next to LoRA (the projector) are saved
-inside it as PEFT `modules_to_save`.
+inside it as PEFT `modules_to_save`. The base model's processor (tokenizer, chat template,
+image processor and, where the family has one, video processor) is saved here too.
+
+With transformers and PEFT installed, transformers loads the base model that
+`adapter_config.json` names and applies the adapter:
+
+```python
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+model = AutoModelForImageTextToText.from_pretrained("{out}")
+processor = AutoProcessor.from_pretrained("{out}")
+{with_transformers}```
+
+Or with PEFT's own class:
 
 ```python
 from peft import PeftModel
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
 base = AutoModelForImageTextToText.from_pretrained("{base}")
 model = PeftModel.from_pretrained(base, "{out}")
-processor = AutoProcessor.from_pretrained("{base}")
-{extra if has_non_lora else ""}```
-
+{with_peft}```
+{non_lora_note}
 Or with vlaunch: `vlaunch infer {out} --image IMG --prompt "..."`; a plain model without
 PEFT: `vlaunch export RUN_DIR --merge OUT`. `{SPEC_FILE}` is the run's job spec (the chat
 and media options `vlaunch infer` prompts with).

@@ -1,14 +1,25 @@
-"""Run in a fresh interpreter by the round-trip test: load exports with transformers and PEFT
-only. Any import of vlaunch's packages (`launcher`, `trainer`) raises, and the script checks
-at the end that none was imported.
+"""Run in a fresh interpreter by the round-trip test: use a run's exports with transformers
+(and PEFT) only, the way their READMEs say. Any import of vlaunch's packages (`launcher`,
+`trainer`) raises, and the script checks at the end that none was imported.
 
     python load_without_vlaunch.py JOBS.json
 
-Each job: {"merged": DIR, "adapter": DIR | null, "inputs": FILE, "result": FILE,
-"image": PATH, "text": STR, "add_special_tokens": BOOL, "max_new_tokens": N,
-"stop_ids": [...], "pad_id": N}. Writes to "result" (safetensors): the merged model's logits
-and greedy tokens on the saved inputs, the adapter's logits (base + PEFT adapter), and,
-when `AutoProcessor` loads, the processor's input_ids / pixel_values for the image and text.
+Each job is one run: {"exports": {NAME: DIR}, "cases": {CASE: {"inputs": FILE, "messages":
+[...], "image": PATH | null, "video": PATH | null, "add_special_tokens": BOOL}},
+"max_new_tokens": N, "stop_ids": [...], "pad_id": N, "result": FILE}. Exports are loaded
+with `AutoModelForImageTextToText.from_pretrained(DIR)` (an adapter folder: transformers loads
+the base model its adapter_config.json names and applies the adapter with PEFT), plus
+`non_lora_trainables.safetensors` where there is one; the export `peft` (an adapter folder
+too) goes through `PeftModel.from_pretrained` instead. Every export's processor is
+`AutoProcessor.from_pretrained(DIR)`.
+
+For each export and case, "result" (safetensors) gets `EXPORT.CASE.logits` (the model on the
+inputs vlaunch encoded, saved in the case's "inputs"), `EXPORT.CASE.enc.KEY` (the export's
+processor on the case: its chat template renders the messages, then text and media are
+encoded; the image is read with Pillow, the video decoded whole with PyAV and passed as
+`videos=`) and `EXPORT.CASE.generated` (greedy tokens from that encoding). The last line
+printed is a JSON report: per result file and export, the classes loaded and the rendered
+prompts.
 """
 
 from __future__ import annotations
@@ -16,9 +27,11 @@ from __future__ import annotations
 import importlib.abc
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 BLOCKED = ("launcher", "trainer")
+NON_LORA = "non_lora_trainables.safetensors"
 
 
 class _Blocker(importlib.abc.MetaPathFinder):
@@ -28,71 +41,97 @@ class _Blocker(importlib.abc.MetaPathFinder):
         return None
 
 
+def load_model(kind: str, folder: str) -> Any:
+    """An export as its README loads it."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    if kind == "peft":
+        from peft import PeftModel
+
+        config = json.loads((Path(folder) / "adapter_config.json").read_text())
+        base = AutoModelForImageTextToText.from_pretrained(config["base_model_name_or_path"])
+        model = PeftModel.from_pretrained(base, folder)
+
+        def name(key: str) -> str:
+            return key
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(folder)
+
+        def name(key: str) -> str:  # saved from a PeftModel; this is the bare model
+            return key.removeprefix("base_model.model.")
+
+    extra = Path(folder) / NON_LORA
+    if extra.is_file():
+        result = model.load_state_dict(
+            {name(k): v for k, v in load_file(str(extra)).items()}, strict=False
+        )
+        assert not result.unexpected_keys, result.unexpected_keys
+    return model.eval()
+
+
+def video_frames(path: str) -> Any:
+    """Every frame of the video, (T, H, W, 3) uint8."""
+    import av
+    import numpy as np
+
+    with av.open(path) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
 def main() -> None:
     sys.meta_path.insert(0, _Blocker())
     import torch
     from PIL import Image
     from safetensors.torch import load_file, save_file
-    from transformers import (
-        AutoImageProcessor,
-        AutoModelForImageTextToText,
-        AutoProcessor,
-        AutoTokenizer,
-    )
+    from transformers import AutoProcessor
 
     with open(sys.argv[1]) as f:
         jobs = json.load(f)
     report: dict[str, Any] = {}
     for job in jobs:
-        inputs = load_file(job["inputs"])
         out: dict[str, torch.Tensor] = {}
-        model = AutoModelForImageTextToText.from_pretrained(job["merged"]).eval()
-        with torch.no_grad():
-            out["logits"] = model(**inputs).logits
-            out["generated"] = model.generate(
-                **inputs,
-                do_sample=False,
-                max_new_tokens=job["max_new_tokens"],
-                eos_token_id=job["stop_ids"],
-                pad_token_id=job["pad_id"],
-            )
-        tokenizer = AutoTokenizer.from_pretrained(job["merged"])
-        assert tokenizer.chat_template, "the export lost its chat template"
-        AutoImageProcessor.from_pretrained(job["merged"])
-        info: dict[str, Any] = {"model_class": type(model).__name__}
-        try:
-            processor = AutoProcessor.from_pretrained(job["merged"])
-        except (OSError, ValueError, AttributeError) as e:
-            info["processor"] = f"{type(e).__name__}: {e}"[:300]
-        else:
-            image = Image.open(job["image"]).convert("RGB")
-            enc = processor(
-                text=[job["text"]],
-                images=[image],
-                return_tensors="pt",
-                add_special_tokens=job["add_special_tokens"],
-            )
-            out["processor_input_ids"] = enc["input_ids"]
-            out["processor_pixel_values"] = enc["pixel_values"]
-            info["processor"] = type(processor).__name__
-        if job.get("adapter"):
-            from peft import PeftModel
-
-            with open(f"{job['adapter']}/adapter_config.json") as f:
-                config = json.load(f)
-            base = AutoModelForImageTextToText.from_pretrained(config["base_model_name_or_path"])
-            peft_model = PeftModel.from_pretrained(base, job["adapter"]).eval()
-            extra = f"{job['adapter']}/non_lora_trainables.safetensors"
-            try:
-                result = peft_model.load_state_dict(load_file(extra), strict=False)
-                assert not result.unexpected_keys, result.unexpected_keys
-                info["non_lora"] = True
-            except FileNotFoundError:
-                info["non_lora"] = False
-            with torch.no_grad():
-                out["adapter_logits"] = peft_model(**inputs).logits
+        info: dict[str, Any] = {}
+        for kind, folder in job["exports"].items():
+            model = load_model(kind, folder)
+            processor = AutoProcessor.from_pretrained(folder)
+            info[kind] = {
+                "model": type(model).__name__,
+                "peft": bool(getattr(model, "_hf_peft_config_loaded", False)),
+                "processor": type(processor).__name__,
+                "video_processor": type(getattr(processor, "video_processor", None)).__name__,
+                "text": {},
+            }
+            for case, spec in job["cases"].items():
+                with torch.no_grad():
+                    out[f"{kind}.{case}.logits"] = model(**load_file(spec["inputs"])).logits
+                text = processor.apply_chat_template(
+                    spec["messages"], add_generation_prompt=True, tokenize=False
+                )
+                info[kind]["text"][case] = text
+                media: dict[str, Any] = {}
+                if spec["image"]:
+                    media["images"] = [Image.open(spec["image"]).convert("RGB")]
+                if spec["video"]:
+                    media["videos"] = [video_frames(spec["video"])]
+                enc = processor(
+                    text=[text],
+                    return_tensors="pt",
+                    add_special_tokens=spec["add_special_tokens"],
+                    **media,
+                )
+                for key, value in enc.items():
+                    out[f"{kind}.{case}.enc.{key}"] = value
+                with torch.no_grad():
+                    out[f"{kind}.{case}.generated"] = model.generate(
+                        **enc,
+                        do_sample=False,
+                        max_new_tokens=job["max_new_tokens"],
+                        eos_token_id=job["stop_ids"],
+                        pad_token_id=job["pad_id"],
+                    )
         save_file({k: v.contiguous() for k, v in out.items()}, job["result"])
-        report[job["merged"]] = info
+        report[job["result"]] = info
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     assert not leaked, leaked
     print(json.dumps(report))

@@ -3,6 +3,8 @@
 A run that trained LoRA on the language model alone (projector frozen) exports it whole and
 PEFT reproduces the run's model from it. A run that also trained the vision tower (LoRA) or
 the projector is refused with the reason, unless --drop-non-llm, which writes the LM part.
+Every export carries the base model's processor: an adapter whose base cannot be reached is
+refused before anything is written.
 """
 
 from __future__ import annotations
@@ -83,3 +85,22 @@ def test_projector_trained_in_full_is_refused(demo_run: Path, tmp_path: Path) ->
     assert code == 2 and "model.multi_modal_projector" in err
     code, _, err = cli("export", str(demo_run), "--merge", str(tmp_path / "o"), "--drop-non-llm")
     assert code == 2 and "only applies to --llm-only-adapter" in err
+
+
+def test_adapter_whose_base_is_out_of_reach_is_refused(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    foreign = tmp_path / "foreign"  # an adapter folder without vlaunch's spec
+    shutil.copytree(runs["lm"] / "adapter", foreign)
+    (foreign / "vlaunch_spec.yaml").unlink()
+    config = json.loads((foreign / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "gone")
+    (foreign / "adapter_config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    code, _, err = cli("export", str(foreign), "--adapter-only", str(out))
+    assert code == 2 and "cannot load the processor of the base model" in err, err
+    assert str(tmp_path / "gone") in err and not out.exists()
+    code, _, err = cli("export", str(foreign), "--llm-only-adapter", str(out))
+    assert code == 2 and str(tmp_path / "gone") in err and not out.exists()

@@ -120,6 +120,27 @@ def test_exported_adapter_reproduces_the_trained_logits(finished) -> None:  # ty
     torch.testing.assert_close(reloaded, trained, rtol=0, atol=1e-5)
 
 
+def test_final_adapter_loads_with_transformers(finished) -> None:  # type: ignore[no-untyped-def]
+    """transformers loads the run's adapter/ itself (the base it names, then the adapter with
+    PEFT), and the processor saved next to it is the one the run encoded with."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = finished.run_dir.adapter_dir
+    data = finished.train_data
+    batch = data.collator([data.dataset[0], data.dataset[1]]).inputs
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    model = finished.strategy.base_model.eval()
+    plain = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    with torch.no_grad():
+        trained = model(**inputs, use_cache=False).logits
+        loaded = plain(**inputs, use_cache=False).logits
+    torch.testing.assert_close(loaded, trained, rtol=0, atol=1e-5)
+    processor = AutoProcessor.from_pretrained(folder)
+    assert type(processor) is type(finished.processor)
+    assert processor.chat_template == finished.processor.chat_template
+    assert processor.tokenizer.get_vocab() == finished.processor.tokenizer.get_vocab()
+
+
 def test_model_trains_in_training_mode(finished) -> None:  # type: ignore[no-untyped-def]
     """from_pretrained returns eval mode; the loop must switch to train mode (LoRA dropout is
     live while training) and the held-out evaluation must hand training mode back."""
