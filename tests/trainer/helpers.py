@@ -87,7 +87,7 @@ def run_trainer(
     job: Path, *overrides: str, nproc: int = 1, timeout: float = 300, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """`python -m trainer.run` (nproc 1) or `torchrun --nproc_per_node N -m trainer.run`."""
-    argv = ["-m", "trainer.run", str(job), "--quiet", *overrides]
+    argv = ["-m", "trainer.run", str(job), *overrides, "--quiet"]  # argparse: key=value first
     if nproc > 1:
         return torchrun(*argv, cwd=job.parent, nproc=nproc, timeout=timeout, **env)
     return subprocess.run(
