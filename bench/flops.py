@@ -20,23 +20,22 @@ so MFU does not reward recomputation.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.gpu_batches import BatchShape
+
+if TYPE_CHECKING:
+    from vlaunch_core.models.description import ModelDescription
 
 PARTS = ("vision_tower", "projector", "language_model")
 _LAYER = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
 
 
-def _sizes(config: dict[str, Any], family: str) -> dict[str, Any]:
-    from vlaunch_core.models.families import get_family
-    from vlaunch_core.models.shapes import param_table
-
-    fam = get_family(family)
-    unused = fam.unused_prefixes(config)
+def _sizes(d: ModelDescription) -> dict[str, Any]:
     weights = dict.fromkeys(PARTS, 0)
     vision_layers: set[int] = set()
-    for p in param_table(config, family):
+    unused = d.unused_prefixes
+    for p in d.params:
         if p.module not in weights or any(p.name.startswith(u) for u in unused):
             continue
         if p.kind in ("linear", "conv") and p.name.endswith("weight"):
@@ -44,17 +43,13 @@ def _sizes(config: dict[str, Any], family: str) -> dict[str, Any]:
         m = _LAYER.search(p.name)
         if p.module == "vision_tower" and m:
             vision_layers.add(int(m.group(1)))
-    text = config.get("text_config") or config
-    vision = config.get("vision_config") or {}
-    hidden = int(text["hidden_size"])
-    tied = bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
-    if tied:  # a tied LM head is listed once, as the embedding, but still multiplies
-        weights["language_model"] += int(text.get("vocab_size") or config["vocab_size"]) * hidden
+    if d.tied_embeddings:  # a tied LM head is listed once, as the embedding, but multiplies
+        weights["language_model"] += d.text.vocab * d.text.hidden
     return {
         "weights": weights,
-        "hidden": hidden,
-        "layers": int(text["num_hidden_layers"]),
-        "vision_hidden": int(vision.get("embed_dim") or vision.get("hidden_size") or 0),
+        "hidden": d.text.hidden,
+        "layers": d.text.layers,
+        "vision_hidden": d.vision.hidden,
         "vision_layers": len(vision_layers),
     }
 
@@ -71,15 +66,14 @@ def backward_factors(modes: dict[str, str]) -> dict[str, tuple[int, int]]:
 
 
 def micro_batch_flops(
-    config: dict[str, Any],
-    family: str,
+    description: ModelDescription,
     modes: dict[str, str],
     shape: BatchShape,
     adapters: dict[str, int] | None = None,
 ) -> dict[str, float]:
     """Training FLOPs of one micro-batch of `shape`: per part, `matmul` (weights and LoRA
     adapters), `attention`, and `total`. `adapters`: LoRA weights per part."""
-    s = _sizes(config, family)
+    s = _sizes(description)
     w = s["weights"]
     tokens = shape.samples * shape.seq_len
     images = shape.samples

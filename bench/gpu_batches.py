@@ -1,6 +1,6 @@
 """Synthetic full-length micro-batches for a model config: the GPU benchmark's data.
 
-`random:<arch>` models have no tokenizer or processor, so batches are built from the config:
+`random:<name>` models have no tokenizer or processor, so batches are built from the config:
 each sample is one image (the config's resolution for LLaVA; `image_px` square for Qwen2-VL)
 followed by random text tokens up to exactly `seq_len` tokens, the length the memory estimator
 assumes (`data.max_length`). Labels are the text tokens (image tokens are -100).

@@ -199,7 +199,11 @@ class Setup:
         row["trainable_params"] = int(sum(report.trainable.values()))
         adapters = plan.memory.trainable_params if plan.memory is not None else None
         modes = self.spec.tuning.modes()
-        flops = micro_batch_flops(self.config, report.family, modes, shape, adapters)["total"]
+        from vlaunch_core.models.catalog import describe
+
+        description = describe(self.spec.model)
+        assert description is not None, "the training stack is installed: it describes"
+        flops = micro_batch_flops(description, modes, shape, adapters)["total"]
         peak = _peak_flops(self.profile) if self.on_gpu else 0.0
         step = statistics.median(times[warmup:])
         row.update(

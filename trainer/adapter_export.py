@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from trainer.checkpoint import NON_LORA_FILE, spec_yaml
 from trainer.export import (
     adapter_readme,
-    base_path,
     base_reference,
     check_output,
     load_base_processor,
@@ -34,12 +33,12 @@ from trainer.export import (
 )
 from trainer.trained import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SPEC_FILE, Trained, read_adapter_config
 from vlaunch_core.errors import UserError
-from vlaunch_core.models.families import canonical_name
+from vlaunch_core.models.description import canonical_name
 
 if TYPE_CHECKING:
     import torch
 
-    from vlaunch_core.models.families import Family
+    from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -65,7 +64,10 @@ def module_of_key(key: str) -> tuple[str, str | None]:
 
 
 def check_tensors(
-    tensors: dict[str, torch.Tensor], config: dict[str, Any], where: Path, family: Family | None
+    tensors: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    where: Path,
+    family: ModelDescription | None,
 ) -> None:
     """Raise a UserError naming every tensor that is empty, flattened or mis-shaped."""
     shapes = _base_shapes(config, family)
@@ -102,20 +104,14 @@ def _rank(config: dict[str, Any], module: str) -> int:
     return int(config["r"])
 
 
-def _base_shapes(config: dict[str, Any], family: Family | None) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes of the base model (analytic table, no weights loaded); {} if unknown."""
-    base = config.get("base_model_name_or_path")
-    if not base:
+def _base_shapes(
+    config: dict[str, Any], family: ModelDescription | None
+) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of the base model (its description: no weights loaded); {} if
+    unknown."""
+    if family is None:
         return {}
-    from vlaunch_core.models.configs import model_config_dict
-    from vlaunch_core.models.shapes import param_table
-
-    try:
-        table = param_table(model_config_dict(str(base)), family.name if family else None)
-    except UserError as e:
-        logger.debug("no parameter table for %s: %s", base, e)
-        return {}
-    return {p.name: p.shape for p in table}
+    return {p.name: p.shape for p in family.params}
 
 
 def export_adapter(
@@ -138,7 +134,7 @@ def export_adapter(
         config["base_model_name_or_path"] = base_reference(trained.spec)
         config["revision"] = trained.spec.model.revision
     try:
-        family: Family | None = family_of(trained)
+        family: ModelDescription | None = family_of(trained)
     except UserError:
         if llm_only:  # which modules are the language model's is needed
             raise
@@ -179,14 +175,11 @@ def export_adapter(
     return AdapterExport(out, len(tensors), dropped)
 
 
-def family_of(trained: Trained) -> Family:
-    from vlaunch_core.models.configs import model_config_dict
-    from vlaunch_core.models.families import detect_family, get_family
+def family_of(trained: Trained) -> ModelDescription:
+    """The description of the run's base model (built on the meta device)."""
+    from trainer.models.describe import describe_spec
 
-    base = trained.base_model_spec()
-    if base.family is not None:
-        return get_family(base.family)
-    return get_family(detect_family(model_config_dict(base_path(base), base.revision)))
+    return describe_spec(trained.base_model_spec())
 
 
 def _no_adapter(trained: Trained) -> UserError:
@@ -206,7 +199,7 @@ def _no_adapter(trained: Trained) -> UserError:
 def _llm_only(
     tensors: dict[str, torch.Tensor],
     config: dict[str, Any],
-    family: Family,
+    family: ModelDescription,
     non_lora: Path | None,
     drop: bool,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from trainer.dist import DistEnv
     from trainer.models.tuning_report import TuningReport
     from trainer.strategies.base import Strategy
-    from vlaunch_core.models.families import Family
+    from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.plan import Plan
     from vlaunch_core.planner import BatchPlan
     from vlaunch_core.spec import JobSpec
@@ -44,8 +44,8 @@ class BuiltModel:
 
     model: Any
     processor: Any
-    """None for `random:<arch>` models (no tokenizer)."""
-    family: Family
+    """None for `random:<name>` models (no tokenizer)."""
+    family: ModelDescription
     tuning_report: TuningReport
     param_groups: Callable[[Any], list[dict[str, Any]]]
     """Optimizer parameter groups of the (wrapped) model, per-module learning rates."""
@@ -96,7 +96,7 @@ def build_model(
         raise UserError(
             f"model '{spec.model.name_or_path}' has no tokenizer or processor to encode "
             "the training data with",
-            hint="use a model folder or hub id with its processor, or tiny:<family>",
+            hint="use a model folder or hub id with its processor, or tiny:<type>",
         )
     model: Any
     model, report = apply_tuning(
@@ -106,7 +106,7 @@ def build_model(
         gradient_checkpointing=spec.train.gradient_checkpointing,
     )
     trainable_fp32(model, materialize=materialize)
-    names = set(loaded.family.layer_classes(model.config.to_dict()))
+    names = set(loaded.family.layer_classes)
     layer_classes = tuple({type(m) for m in model.modules() if type(m).__name__ in names})
     tr = spec.train
 

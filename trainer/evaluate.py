@@ -31,7 +31,7 @@ from trainer.rundir import RunDir, write_json_atomic
 if TYPE_CHECKING:
     import torch
 
-    from vlaunch_core.models.families import Family
+    from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class Evaluator:
         self,
         spec: JobSpec,
         processor: Any,
-        family: Family,
+        family: ModelDescription,
         strategy: EvalTarget,
         *,
         batch_size: int,

@@ -156,10 +156,10 @@ def _export_dtype(base: ModelSpec, dtype: str) -> str:
     """`auto`: the dtype the base checkpoint is stored in (float32 when it does not say)."""
     if dtype != "auto":
         return dtype
-    from vlaunch_core.models.configs import model_config_dict
+    from trainer.models.describe import model_config
 
     try:
-        config = model_config_dict(base_path(base), revision=base.revision)
+        config = model_config(base).to_dict()
     except UserError:
         return "float32"
     text = config.get("text_config") or {}
@@ -168,7 +168,7 @@ def _export_dtype(base: ModelSpec, dtype: str) -> str:
 
 
 def base_folder(base: ModelSpec) -> Path | None:
-    """The local folder of the base model (a folder, tiny:<family>, or the HF cache)."""
+    """The local folder of the base model (a folder, tiny:<type>, or the HF cache)."""
     name = base_path(base)
     if Path(name).is_dir():
         return Path(name)
@@ -232,7 +232,7 @@ def replace_dir(src: Path, dst: Path) -> None:
 
 
 def base_path(base: ModelSpec) -> str:
-    """The hub id or folder of a base model (`tiny:<family>` resolved to its folder)."""
+    """The hub id or folder of a base model (`tiny:<type>` resolved to its folder)."""
     name = base.name_or_path
     if name.startswith("tiny:"):
         from trainer.models.loading import tiny_model_path

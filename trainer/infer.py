@@ -174,8 +174,8 @@ class Predictor:
         fam = self.family
         if prompt.sample.videos and not (fam.supports_video or fam.supports_multi_image):
             raise UserError(
-                f"the {fam.name} family takes neither videos nor several images (video frames)",
-                hint="ask about an image, or use a model of a video family (vlaunch models)",
+                f"{fam.name} takes neither videos nor several images (video frames)",
+                hint="ask about an image, or use a model that takes videos (vlaunch models)",
             )
         images, videos = self.load_media(prompt)
         inputs, _ = self.encoder.encode_prompt(prompt.sample, images, videos)

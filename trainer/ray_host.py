@@ -227,7 +227,7 @@ def absolute_output(spec: JobSpec) -> JobSpec:
 
 
 def prepare_model(spec: JobSpec) -> None:
-    """Build a `tiny:<family>` model once here, not concurrently in every worker."""
+    """Build a `tiny:<type>` model once here, not concurrently in every worker."""
     name = spec.model.name_or_path
     if name.startswith("tiny:"):
         from trainer.models.loading import tiny_model_path

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the plan to train with (a launch's plan.json); without it each rank plans "
         "for the world torchrun started",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow --quiet / --plan
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,

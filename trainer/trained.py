@@ -32,7 +32,7 @@ from vlaunch_core.errors import UserError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from vlaunch_core.models.families import Family
+    from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.spec import DataSpec, JobSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ class Trained:
         from vlaunch_core.spec import ModelSpec
 
         if self.model is not None:
-            family = self.spec.model.family if self.spec is not None else None
-            return ModelSpec(name_or_path=str(self.model), family=family)
+            return ModelSpec(name_or_path=str(self.model))
         if self.spec is not None:
             return self.spec.model
         assert self.adapter is not None
@@ -101,7 +100,7 @@ class LoadedTrained:
     model: PreTrainedModel
     """The base model with the trained weights (a PeftModel unless merged)."""
     processor: Any
-    family: Family
+    family: ModelDescription
     trained: Trained
 
 

@@ -139,7 +139,7 @@ def numel(shape: Iterable[int]) -> int:
 
 def _matches(name: str, targets: str | Sequence[str] | None) -> bool:
     """peft's `target_modules` rules for the module owning parameter `name`."""
-    from vlaunch_core.models.shapes import module_matches
+    from vlaunch_core.models.description import module_matches
 
     if targets is None:
         return False

@@ -5,8 +5,8 @@ same. The plan is then handed to the workers (in memory under Ray, as `plan.json
 the job spec on Slurm and Kubernetes): `plan_for_world` keeps it unless the world size
 really changed (resume on another device count), and only then plans again, so the global
 batch stays the same.
-Nothing here imports torch: model shapes come from the config dict and the analytic parameter
-table in `vlaunch_core/models/shapes.py`.
+Nothing here imports torch: model shapes come from the model's description
+(`vlaunch_core.models.catalog`, built from the model itself on the meta device).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from vlaunch_core.planner import BatchPlan, resolve_batch
 from vlaunch_core.profiles import World, resolve_world
 
 if TYPE_CHECKING:
+    from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -158,36 +159,19 @@ def resolve_precision(spec: JobSpec, world: World) -> str:
     return "bf16" if world.profile.bf16 else "fp16"
 
 
-def model_shape(config: dict[str, Any]) -> Shape:
-    """The sizes the activation model needs, read from a (multimodal) config dict."""
-    text = config.get("text_config") or config
-    vision = config.get("vision_config") or {}
-
-    def first(d: dict[str, Any], *keys: str, default: int = 0) -> int:
-        for k in keys:
-            if d.get(k) is not None:
-                return int(d[k])
-        return default
-
-    hidden = first(text, "hidden_size", "d_model")
-    heads = first(text, "num_attention_heads", default=1)
-    v_hidden = first(vision, "hidden_size", "embed_dim")
-    v_inter = first(
-        vision, "intermediate_size", default=int(v_hidden * float(vision.get("mlp_ratio", 4)))
-    )
-    image = first(vision, "image_size", default=448)
-    patch = first(vision, "patch_size", default=14)
+def model_shape(d: ModelDescription) -> Shape:
+    """The sizes the activation model needs, from the model's description."""
     return Shape(
-        hidden=hidden,
-        layers=first(text, "num_hidden_layers", "num_layers"),
-        intermediate=first(text, "intermediate_size", default=4 * hidden),
-        heads=heads,
-        kv_heads=first(text, "num_key_value_heads", default=heads),
-        vocab=first(text, "vocab_size") or first(config, "vocab_size"),
-        vision_hidden=v_hidden,
-        vision_layers=first(vision, "num_hidden_layers", "depth"),
-        vision_intermediate=v_inter,
-        vision_tokens_per_image=(image // max(1, patch)) ** 2,
+        hidden=d.text.hidden,
+        layers=d.text.layers,
+        intermediate=d.text.intermediate,
+        heads=d.text.heads,
+        kv_heads=d.text.kv_heads,
+        vocab=d.text.vocab,
+        vision_hidden=d.vision.hidden,
+        vision_layers=d.vision.layers,
+        vision_intermediate=d.vision.intermediate,
+        vision_tokens_per_image=d.vision.tokens_per_image,
     )
 
 
@@ -196,36 +180,42 @@ class ModelFacts:
     """What the estimator needs to know about the spec's model, read without torch."""
 
     family: str
+    description: ModelDescription
     table: list[Any]
     shape: Shape
-    lora_targets: str | list[str]
-    vision_lora_targets: str | list[str]
+    lora_targets: str | list[str] | None
+    vision_lora_targets: str | list[str] | None
     unused_prefixes: tuple[str, ...]
     module_prefixes: tuple[str, ...]
 
 
 def model_facts(spec: JobSpec) -> ModelFacts:
-    """Parameter table, sizes, LoRA targets and module prefixes of the spec's model."""
-    from vlaunch_core.models.configs import model_config_dict
-    from vlaunch_core.models.families import detect_family, get_family
-    from vlaunch_core.models.shapes import param_table
+    """Parameter table, sizes, LoRA targets and module prefixes of the spec's model (from
+    its description: `vlaunch_core.models.catalog`). A user error when it cannot be known."""
+    from vlaunch_core.models.catalog import describe
 
-    config = model_config_dict(spec.model.name_or_path, spec.model.revision)
-    name = spec.model.family or detect_family(config)
-    family = get_family(name)
+    d = describe(spec.model)
+    if d is None:
+        raise UserError(
+            f"the shapes of model '{spec.model.name_or_path}' cannot be known here (a hub id "
+            "that is not downloaded, or no training stack installed)",
+            hint="download its config (`huggingface-cli download ID config.json`) or install "
+            "the training stack; or set train.micro_batch_size to plan without a prediction",
+        )
     lora = spec.tuning.lora
     return ModelFacts(
-        family=name,
-        table=param_table(config, name),
-        shape=model_shape(config),
+        family=d.model_type,
+        description=d,
+        table=list(d.params),
+        shape=model_shape(d),
         lora_targets=lora.target_modules
         if lora.target_modules is not None
-        else family.default_lora_targets,
+        else d.lora_targets("language_model"),
         vision_lora_targets=lora.vision_target_modules
         if lora.vision_target_modules is not None
-        else family.default_vision_lora_targets,
-        unused_prefixes=family.unused_prefixes(config),
-        module_prefixes=family.vision_tower + family.projector,
+        else d.lora_targets("vision_tower"),
+        unused_prefixes=d.unused_prefixes,
+        module_prefixes=d.prefixes("vision_tower") + d.prefixes("projector"),
     )
 
 
@@ -311,8 +301,6 @@ def make_plan(
         notes.append(_does_not_fit_advice(spec, memory))
     host = None
     if facts is not None:
-        from vlaunch_core.models.families import get_family
-
         host = estimate_host_memory(
             spec,
             world,
@@ -320,7 +308,7 @@ def make_plan(
             facts.shape,
             training_setup(spec, facts, world, precision, batch.micro_batch_size),
             memory,
-            supports_video=get_family(facts.family).supports_video,
+            supports_video=facts.description.video,
         )
         if not host.fits:
             notes.append(_host_does_not_fit(host))
@@ -330,7 +318,7 @@ def make_plan(
         batch=batch,
         precision=precision,
         memory=memory,
-        family=facts.family if facts is not None else spec.model.family,
+        family=facts.family if facts is not None else None,
         notes=notes,
         host_memory=host,
     )

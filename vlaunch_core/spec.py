@@ -32,11 +32,9 @@ _NAME = re.compile(r"^[^/\x00\n\r\t]{1,100}$")
 
 class ModelSpec(Section):
     name_or_path: str
-    """Hub id (`llava-hf/llava-1.5-7b-hf`), local folder (`./models/x`), `tiny:<family>` (a tiny
-    random VLM built from config, for tests and the demo) or `random:<arch>` (a real-size
-    architecture with random weights, for benchmarks)."""
-    family: str | None = None
-    """VLM family (see `vlaunch models`); detected from the model's config.json when unset."""
+    """Hub id (`llava-hf/llava-1.5-7b-hf`), local folder (`./models/x`), `tiny:<model_type>`
+    (a tiny random VLM built from config, for tests and the demo) or `random:<name>` (a
+    real-size architecture with random weights, for benchmarks)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) when `name_or_path` is a hub id."""
     trust_remote_code: bool = False
@@ -140,10 +138,11 @@ class LoraOptions(Section):
     use_dora: bool = False
     """Weight-decomposed LoRA (DoRA)."""
     target_modules: list[str] | str | None = None
-    """Language-model LoRA targets: module names or one regex (default: the family's, scoped
-    to the language model so the vision tower is never hit by accident)."""
+    """Language-model LoRA targets: module names or one regex (default: every Linear inside
+    the language model's layers; names are scoped to the language model so the vision tower
+    is never hit by accident)."""
     vision_target_modules: list[str] | str | None = None
-    """Vision-tower LoRA targets (default: the family's)."""
+    """Vision-tower LoRA targets (default: every Linear inside the vision tower's layers)."""
 
     @property
     def resolved_alpha(self) -> float:

@@ -143,19 +143,20 @@ def _follows_from(where: str, dropped: list[str]) -> bool:
 
 
 def model_problems(spec: JobSpec) -> list[Problem]:
-    """The model reference must resolve to a config of a supported VLM: a local folder, a
-    cached or known hub id, `tiny:`/`random:` names. A hub id that is only reachable over
-    the network is accepted here (the cluster may download it)."""
-    from vlaunch_core.models.configs import ModelNotLocal, model_config_dict
-    from vlaunch_core.models.families import detect_family
+    """The model must be one vlaunch can train: its reference resolves (a local folder, a
+    cached or known hub id, `tiny:`/`random:` names), its layout is not refused, and the
+    installed transformers builds an image-text-to-text model from it (the description,
+    cached per model after the first time). A hub id only reachable over the network, or a
+    machine without the training stack, is left to the cluster."""
+    from vlaunch_core.models.catalog import check_supported, describe
+    from vlaunch_core.models.configs import ModelNotLocal
 
     m = spec.model
     if m.name_or_path == _PLACEHOLDER:
         return []
     try:
-        config = model_config_dict(m.name_or_path, m.revision)
-        if m.family is None:
-            detect_family(config)
+        check_supported(m)
+        describe(m)
     except ModelNotLocal:
         return []
     except UserError as e:

@@ -10,7 +10,6 @@ from vlaunch_core.spec_errors import looks_secret
 
 def cross_field_problems(spec: JobSpec) -> list[Problem]:
     """Rules that involve several keys (run after every key is individually valid)."""
-    from vlaunch_core.models.families import FAMILY_NAMES
     from vlaunch_core.models.presets import PRESETS
     from vlaunch_core.profiles import known_profile_names
 
@@ -138,15 +137,6 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
         )
     if not d.mixture.strip():
         out.append(Problem("data.mixture", "empty mixture", "name at least one dataset"))
-    if spec.model.family is not None and spec.model.family not in FAMILY_NAMES:
-        out.append(
-            Problem(
-                "model.family",
-                f"unknown family '{spec.model.family}'."
-                f"{did_you_mean(spec.model.family, FAMILY_NAMES)}",
-                "run `vlaunch models` for the supported families, or leave it unset to detect it",
-            )
-        )
     profiles = known_profile_names(spec.resources.profiles)
     prof = spec.resources.profile
     if prof != "auto" and prof not in profiles:

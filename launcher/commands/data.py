@@ -190,7 +190,7 @@ def _run_check(args: argparse.Namespace) -> CheckReport:
         max_frames=data.video.max_frames if data else CheckOptions.max_frames,
         system_prompt=data.system_prompt if data else None,
         videos_supported=family is None or family.supports_video or family.supports_multi_image,
-        max_images=None if family is None or family.supports_multi_image else 1,
+        max_images=None if family is None else family.quirks.max_images,
     )
     if max_length is not None and not model:
         logger.info("no model given: token lengths are not checked (use --model)")

@@ -1,18 +1,28 @@
-"""`vlaunch models [FAMILY] [--presets] [--json]`: supported VLM families and tuning presets.
+"""`vlaunch models [NAME] [--presets] [--json]`: the architectures vlaunch can fine-tune.
 
-Reads the torch-free registries only (`vlaunch_core.models.families`, `.presets`).
+Without NAME: every image-text-to-text architecture the installed transformers offers,
+marking those the test matrix verifies. With NAME (a model type such as `qwen3_vl`, or a model
+reference: local folder, hub id, `tiny:<type>`, `random:<name>`): its parts, layer classes,
+LoRA targets and parameters per part, read off the model itself (built on the meta device).
+Both need the training stack (transformers); `--presets` does not.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from launcher.commands.common import print_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("family", nargs="?", help="show the details of one family")
+    parser.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="a model type (qwen3_vl) or a model (folder, hub id, tiny:<type>) to describe",
+    )
     parser.add_argument(
         "--presets",
         action="store_true",
@@ -31,61 +41,77 @@ def run(args: argparse.Namespace) -> int:
                 "Tuning presets (VILA's fine-tuning variants)", rows, skip=("description",)
             )
         return 0
-    if args.family:
-        details = family_details(args.family)
+    if args.name:
+        details = model_details(args.name)
         if args.json:
             print_json(details)
         else:
             _print_details(details)
         return 0
-    rows = family_rows()
+    from trainer.models.catalog import architectures
+
+    rows = architectures()
     if args.json:
         print_json(rows)
     else:
+        n = sum(1 for r in rows if r["verified"])
         _print_table(
-            "Supported VLM families (model.family; `vlaunch models FAMILY` for details)",
+            f"Image-text-to-text architectures of this transformers ({len(rows)}; {n} "
+            "verified by vlaunch's test matrix; `vlaunch models NAME` for details)",
             rows,
-            skip=("model_type", "examples"),
         )
     return 0
 
 
-def family_rows() -> list[dict[str, Any]]:
-    from vlaunch_core.models.families import FAMILIES
+def model_details(name: str) -> dict[str, Any]:
+    """Parts, layer classes, LoRA targets and parameter counts of a model type or model."""
+    from trainer.models.catalog import architectures
+    from trainer.models.describe import describe_model_type
+    from vlaunch_core.models.catalog import check_supported, describe
+    from vlaunch_core.spec import ModelSpec
 
-    return [
-        {
-            "family": f.name,
-            "models": f.title,
-            "model_type": ", ".join(f.model_types),
-            "video": f.supports_video,
-            "multi_image": f.supports_multi_image,
-            "examples": ", ".join(f.examples),
-        }
-        for f in FAMILIES.values()
-    ]
+    types = {r["model_type"] for r in architectures()}
+    if name in types:
+        d = describe_model_type(name)
+        source = "default config of the architecture"
+    elif ":" not in name and "/" not in name and not Path(name).expanduser().exists():
+        from vlaunch_core.errors import UserError, did_you_mean
 
+        raise UserError(
+            f"'{name}' is neither an architecture of this transformers nor a model folder."
+            f"{did_you_mean(name, types)}",
+            hint="`vlaunch models` lists the architectures; or give a folder, a hub id "
+            "(org/name), tiny:<type> or random:<name>",
+        )
+    else:
+        spec = ModelSpec(name_or_path=name)
+        check_supported(spec)
+        found = describe(spec)
+        if found is None:
+            from vlaunch_core.errors import UserError
 
-def family_details(name: str) -> dict[str, Any]:
-    from vlaunch_core.models.families import get_family
-
-    f = get_family(name)
+            raise UserError(
+                f"'{name}' cannot be described here (not downloaded, or no training stack)",
+                hint="download its config.json first, or give a model type (vlaunch models)",
+            )
+        d = found
+        source = name
+    counts = d.counts()
     return {
-        "family": f.name,
-        "models": f.title,
-        "model_types": list(f.model_types),
-        "transformers_class": f.model_class,
-        "vision_tower": list(f.vision_tower),
-        "projector": list(f.projector),
-        "language_model": list(f.language_model),
-        "default_lora_targets": f.default_lora_targets,
-        "default_vision_lora_targets": f.default_vision_lora_targets,
-        "image_token": f.image_token,
-        "video_token": f.video_token,
-        "video": f.supports_video,
-        "multi_image": f.supports_multi_image,
-        "examples": list(f.examples),
-        "quirks": list(f.quirks),
+        "model": source,
+        "model_type": d.model_type,
+        "class": d.architecture,
+        "parameters": {part: n for part, n in counts.items() if n},
+        "vision_tower": list(d.vision_tower),
+        "projector": list(d.projector),
+        "language_model": list(d.language_model),
+        "layer_classes": list(d.layer_classes),
+        "lora_targets": d.lora_targets("language_model"),
+        "vision_lora_targets": d.lora_targets("vision_tower"),
+        "unused": list(d.unused_prefixes),
+        "video": d.video,
+        "multi_image": d.multi_image,
+        "quirks": list(d.notes),
     }
 
 
@@ -122,13 +148,17 @@ def _print_details(details: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{details['models']} (family {details['family']})", show_header=False)
+    table = Table(title=f"{details['model_type']} ({details['model']})", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in details.items():
-        if key in ("family", "models"):
+        if key in ("model", "model_type"):
             continue
-        text = "\n".join(str(v) for v in value) or "-" if isinstance(value, list) else value
+        text = value
+        if isinstance(value, dict):
+            text = "\n".join(f"{k}: {v:,}" for k, v in value.items())
+        elif isinstance(value, list):
+            text = "\n".join(str(v) for v in value) or "-"
         table.add_row(key.replace("_", " "), _cell(text))
     Console().print(table)
 
@@ -136,4 +166,4 @@ def _print_details(details: dict[str, Any]) -> None:
 def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "-"
-    return "-" if value is None else str(value)
+    return "-" if value is None or value == "" else str(value)

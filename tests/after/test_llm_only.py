@@ -56,7 +56,8 @@ def test_lm_only_run_exports_whole(runs: dict[str, Path], shapes: Path, tmp_path
 def test_vision_lora_is_refused_then_dropped(runs: dict[str, Path], tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from vlaunch_core.models.families import get_family
+    from vlaunch_core.models.catalog import describe
+    from vlaunch_core.spec import ModelSpec
 
     out = tmp_path / "llm"
     code, _, err = cli("export", str(runs["vt"]), "--llm-only-adapter", str(out))
@@ -70,7 +71,8 @@ def test_vision_lora_is_refused_then_dropped(runs: dict[str, Path], tmp_path: Pa
     assert code == 0, err
     assert "dropped" in stdout and "model.connector" in stdout
     tensors = load_file(str(out / "adapter_model.safetensors"))
-    family = get_family("idefics3")
+    family = describe(ModelSpec(name_or_path="tiny:idefics3"))
+    assert family is not None
     assert tensors and all(
         family.module_of(k.removeprefix("base_model.model.")) == "language_model" for k in tensors
     )

@@ -114,7 +114,7 @@ def test_flop_count_matches_torch_counter(model: str, tuning: dict[str, object])
     cfg = gpu_setup.tiny_variant(cfg)
     spec = gpu_setup.gpu_spec(cfg, profile="cpu", precision="fp32", out_dir="/tmp")
     spec.model.attn_implementation = "eager"
-    model_obj, _, _, report = gpu_setup.build_model(spec, torch.device("cpu"), "fp32")
+    model_obj, _, _, _ = gpu_setup.build_model(spec, torch.device("cpu"), "fp32")
     config = model_config_dict(model)
     batch, shape = gpu_batches.synthetic_batch(
         config, cfg.micro_batch_size, cfg.seq_len, image_px=gpu_setup.TINY_IMAGE_PX
@@ -126,7 +126,11 @@ def test_flop_count_matches_torch_counter(model: str, tuning: dict[str, object])
         summed_cross_entropy(logits, batch["labels"]).backward()
     counted = counter.get_total_flops()
     adapters = make_plan(spec).memory.trainable_params  # type: ignore[union-attr]
-    analytic = flops.micro_batch_flops(config, report.family, spec.tuning.modes(), shape, adapters)
+    from vlaunch_core.models.catalog import describe
+
+    description = describe(spec.model)
+    assert description is not None
+    analytic = flops.micro_batch_flops(description, spec.tuning.modes(), shape, adapters)
     assert analytic["total"] == analytic["matmul"] + analytic["attention"]
     # attention is a real share here: the matmuls alone would miss the count by > 5%
     assert analytic["matmul"] < 0.95 * counted

@@ -35,15 +35,17 @@ def tiny_path(tiny_root: Path) -> Callable[[str], Path]:
 
 @pytest.fixture(scope="session")
 def tiny_processor(tiny_path: Callable[[str], Path]) -> Callable[[str], Any]:
-    """`tiny_processor(family)`: (processor, Family) of the tiny model of a family."""
+    """`tiny_processor(model_type)`: (processor, model description) of its tiny model."""
     from trainer.models.processors import load_processor
-    from vlaunch_core.models.families import get_family
+    from vlaunch_core.models.catalog import describe
+    from vlaunch_core.spec import ModelSpec
 
     cache: dict[str, Any] = {}
 
     def get(family: str) -> Any:
         if family not in cache:
-            cache[family] = (load_processor(tiny_path(family)), get_family(family))
+            description = describe(ModelSpec(name_or_path=f"tiny:{family}"))
+            cache[family] = (load_processor(tiny_path(family)), description)
         return cache[family]
 
     return get

@@ -17,7 +17,8 @@ from trainer.data.collate import Collator, packing_problem
 from trainer.data.encode import IGNORE_INDEX, Encoded, SampleEncoder
 from vlaunch_core.data.formats import parse_sample
 from vlaunch_core.errors import UserError
-from vlaunch_core.models.families import get_family
+from vlaunch_core.models.catalog import describe
+from vlaunch_core.spec import ModelSpec
 
 ATOL = 1e-5
 
@@ -119,7 +120,7 @@ def test_packed_labels_and_positions(tiny_processor: Callable[[str], Any]) -> No
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "idefics3", "mllama", "paligemma"])
 def test_families_that_cannot_be_packed_are_refused(family: str) -> None:
-    fam = get_family(family)
+    fam = describe(ModelSpec(name_or_path=f"tiny:{family}"))
     assert packing_problem(fam) is not None
     with pytest.raises(UserError, match=f"data.packing is not supported for {family}") as e:
         Collator(0, fam, packing=True)

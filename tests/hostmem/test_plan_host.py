@@ -19,7 +19,7 @@ from vlaunch_core.host_memory import (
     choose_loader,
     estimate_host_memory,
 )
-from vlaunch_core.models.arch_configs import ARCH_CONFIGS
+from vlaunch_core.models.configs import arch_config
 from vlaunch_core.plan import Plan, make_plan, model_facts, training_setup
 from vlaunch_core.spec import JobSpec
 from vlaunch_core.spec_load import load_spec
@@ -33,7 +33,7 @@ def seed_job(tmp_path: Path, **sections: dict[str, Any]) -> Path:
     4096 tokens, 2 x RTX 3090 Ti with 64 GB of RAM (the `rtx3090ti` profile)."""
     model_dir = tmp_path / "idefics3-8b"
     model_dir.mkdir(exist_ok=True)
-    (model_dir / "config.json").write_text(json.dumps(ARCH_CONFIGS["idefics3-8b"]))
+    (model_dir / "config.json").write_text(json.dumps(arch_config("idefics3-8b")))
     job: dict[str, Any] = {
         "name": "seed001",
         "model": {"name_or_path": str(model_dir)},

@@ -1,6 +1,7 @@
 """The exact parts of the memory estimator, checked against real (tiny) models.
 
-The estimator never loads a model: it counts from the analytic parameter table. Here each
+The estimator never loads a model: it counts from the model's description (built on the
+meta device, `vlaunch_core.models.catalog`, as `vlaunch plan` gets it). Here each
 count is compared with the truth after the tuning plan is applied to the real model:
 trainable parameters per module, weight bytes (PeftModel's frozen originals included), and
 AdamW state bytes after a real optimizer step.
@@ -12,12 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.models.conftest import FAMILIES  # noqa: E402
 from trainer.models.loading import load_model  # noqa: E402
 from trainer.models.tuning import apply_tuning, param_groups  # noqa: E402
 from vlaunch_core.estimator import Shape, TrainingSetup, estimate  # noqa: E402
-from vlaunch_core.models.configs import model_config_dict  # noqa: E402
-from vlaunch_core.models.families import FAMILY_NAMES, get_family  # noqa: E402
-from vlaunch_core.models.shapes import param_table  # noqa: E402
+from vlaunch_core.models.catalog import describe  # noqa: E402
 from vlaunch_core.spec import ModelSpec, TuningSpec  # noqa: E402
 
 PRESETS = ("lora_llm", "fft", "ln_vt", "lora_vt_llm", "fft_vt_lora_llm", "ln_vt_lora_llm", "fft_vt")
@@ -25,8 +25,8 @@ SHAPE = Shape(hidden=8, layers=1, intermediate=8, heads=1, kv_heads=1, vocab=8)
 
 
 def _estimate(family: str, preset: str) -> tuple[dict[str, int], dict[str, int]]:
-    config = model_config_dict(f"tiny:{family}")
-    fam = get_family(family)
+    fam = describe(ModelSpec(name_or_path=f"tiny:{family}"))
+    assert fam is not None
     tuning = TuningSpec(preset=preset)
     setup = TrainingSetup(
         modes=tuning.modes(),
@@ -40,15 +40,15 @@ def _estimate(family: str, preset: str) -> tuple[dict[str, int], dict[str, int]]
         lora_r=tuning.lora.r,
         lora_targets=fam.default_lora_targets,
         vision_lora_targets=fam.default_vision_lora_targets,
-        unused_prefixes=fam.unused_prefixes(config),
+        unused_prefixes=fam.unused_prefixes,
         module_prefixes=fam.vision_tower + fam.projector,
     )
-    est = estimate(param_table(config, family), SHAPE, setup, capacity=1 << 40, headroom=0.1)
+    est = estimate(fam.params, SHAPE, setup, capacity=1 << 40, headroom=0.1)
     return est.trainable_params, est.parts
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_exact_parts_match_the_real_model(family: str, preset: str) -> None:
     loaded = load_model(
         ModelSpec(name_or_path=f"tiny:{family}"), dtype="float32", with_processor=False

@@ -56,7 +56,7 @@ def run_probe(argv: list[str]) -> dict[str, object]:
             "--json",
         ],
         ["profiles"],
-        ["models"],
+        ["models", "--presets"],
     ],
     ids=" ".join,
 )

@@ -91,7 +91,7 @@ CASES: list[tuple[list[str], list[str]]] = [
     ),
     (["slurm.time=25 hours"], ["slurm.time", "HH:MM:SS"]),
     (["tuning.lora.dropout=1.5"], ["tuning.lora.dropout", "less than 1"]),
-    (["model.family=lava"], ["model.family", "'llava'"]),
+    (["model.name_or_path=tiny:lava"], ["model.name_or_path", "'llava'"]),
     (["data.num_workers=-1"], ["data.num_workers", "'auto'"]),
     (["tuning.lr_multipliers.vision_tower=0.05"], ["tuning.lr_multipliers.vision_tower", "frozen"]),
     (["slurm.variant=srun_lora"], ["slurm.variant", "srun_lora_llm"]),

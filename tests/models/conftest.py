@@ -22,7 +22,7 @@ FAMILIES = (
 
 @pytest.fixture(scope="session")
 def tiny_path(model_cache: Path) -> Callable[[str], Path]:
-    """`tiny_path(family)`: the folder of `tiny:<family>`, built on first use."""
+    """`tiny_path(family)`: the folder of `tiny:<type>`, built on first use."""
     from trainer.models.loading import tiny_model_path
 
     return tiny_model_path

@@ -1,15 +1,17 @@
-"""`vlaunch models`: families and presets, without importing torch."""
+"""`vlaunch models`: every architecture of the installed transformers, and one model's parts,
+layer classes and LoRA targets read off the model itself."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
 from launcher.cli import main
-from vlaunch_core.models.families import FAMILIES
+from tests.models.conftest import FAMILIES
 from vlaunch_core.models.presets import PRESETS
 
 
@@ -24,35 +26,48 @@ def _vlaunch(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_families_json_without_torch() -> None:
-    out = _vlaunch("models", "--json")
-    assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)
-    assert [r["family"] for r in rows] == list(FAMILIES)
-    assert json.loads(out.stderr.strip().splitlines()[-1]) == []
+def test_every_architecture_of_transformers_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    assert main(["models", "--json"]) == 0
+    rows = {r["model_type"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+    assert {t for t, r in rows.items() if r["verified"]} >= set(FAMILIES)
+    assert rows["qwen2_vl"]["video"] and not rows["paligemma"]["video"]
 
 
-def test_presets_json_maps_vila_scripts() -> None:
+def test_presets_json_without_torch() -> None:
     out = _vlaunch("models", "--presets", "--json")
     assert out.returncode == 0, out.stderr
     rows = {r["preset"]: r for r in json.loads(out.stdout)}
     assert set(rows) == set(PRESETS)
     assert rows["lora_vt_qlora_llm"]["vila_script"] == "srun_lora_vt_llm_grouped_nf4"
     assert rows["lora_llm"]["vision_tower"] == "frozen"
+    assert json.loads(out.stderr.strip().splitlines()[-1]) == []
 
 
-def test_tables_and_details(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models"]) == 0
-    assert "qwen2_5_vl" in capsys.readouterr().out
-    assert main(["models", "--presets"]) == 0
-    assert "srun_ln_vt" in capsys.readouterr().out
+def test_details_of_an_architecture(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "mllama", "--json"]) == 0
     details = json.loads(capsys.readouterr().out)
-    assert details["transformers_class"] == "MllamaForConditionalGeneration"
-    assert details["default_lora_targets"] == FAMILIES["mllama"].default_lora_targets
+    assert details["class"] == "MllamaForConditionalGeneration"
+    assert "MllamaCrossAttentionDecoderLayer" in details["layer_classes"]
+    assert re.fullmatch(details["lora_targets"], "model.language_model.layers.3.cross_attn.q_proj")
+    assert not re.fullmatch(
+        details["lora_targets"], "model.vision_model.transformer.layers.0.mlp.fc1"
+    )
+    assert set(details["parameters"]) >= {"vision_tower", "projector", "language_model"}
 
 
-def test_unknown_family_exits_2_with_a_suggestion() -> None:
-    out = _vlaunch("models", "qwen2vl")
-    assert out.returncode == 2
-    assert "Did you mean 'qwen2_vl'" in out.stderr
+def test_details_of_a_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "tiny:qwen2_vl", "--json"]) == 0
+    details = json.loads(capsys.readouterr().out)
+    assert details["projector"] == ["model.visual.merger"]
+    assert details["vision_tower"] == ["model.visual"]
+    assert re.fullmatch(details["vision_lora_targets"], "model.visual.blocks.1.attn.qkv")
+    assert main(["models", "tiny:qwen2_vl"]) == 0
+    assert "Qwen2VLDecoderLayer" in capsys.readouterr().out
+
+
+def test_unknown_name_exits_2_with_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "qwen2vl"]) == 2
+    assert "Did you mean 'qwen2_vl'" in capsys.readouterr().err

@@ -7,7 +7,6 @@ import pytest
 from trainer.models.loading import LoadedModel, load_model
 from trainer.models.tuning import apply_tuning
 from vlaunch_core.errors import UserError
-from vlaunch_core.models.families import get_family
 from vlaunch_core.spec import LoraOptions, ModelSpec, TuningSpec
 
 
@@ -71,14 +70,6 @@ def test_invalid_regex_is_reported_as_such() -> None:
 def test_empty_target_list_is_refused() -> None:
     err = _tune(_load(), preset="lora_llm", lora={"target_modules": []})
     assert "empty list" in err.message
-
-
-def test_unknown_family_has_did_you_mean() -> None:
-    with pytest.raises(UserError) as err:
-        get_family("lava")
-    assert "Did you mean 'llava'" in err.value.message
-    with pytest.raises(UserError, match="unknown model family 'qwen-vl'"):
-        load_model(ModelSpec(name_or_path="tiny:llava", family="qwen-vl"))
 
 
 def test_unknown_tiny_family_is_a_user_error() -> None:

@@ -14,7 +14,7 @@ from peft import PeftModel
 from trainer.models.loading import LoadedModel, load_model
 from trainer.models.tuning import apply_tuning, param_groups
 from trainer.models.tuning_report import TuningReport
-from vlaunch_core.models.shapes import lora_param_count, norm_param_count, param_table
+from vlaunch_core.models.description import module_matches
 from vlaunch_core.spec import LoraOptions, LrMultipliers, ModelSpec, TuningSpec
 
 
@@ -45,25 +45,40 @@ def test_target_names_are_scoped_to_the_language_model() -> None:
     assert {n.removeprefix("base_model.model.") for n in adapted} == set(llm) | set(vit)
 
 
-def test_lora_options_reach_peft_and_counts_match_the_analytic_table() -> None:
+def test_lora_options_reach_peft_and_counts_match_the_description() -> None:
     loaded = _load()
+    table = loaded.family.params  # read off the model before peft wraps it
     tuning = TuningSpec(preset="lora_llm", lora=LoraOptions(r=4, dropout=0.0, use_dora=True))
     model, report = apply_tuning(loaded.model, loaded.family, tuning)
     config = model.peft_config["default"]
     assert (config.r, config.lora_alpha, config.use_dora) == (4, 8.0, True)  # alpha = 2r
-    table = param_table(loaded.model.config.to_dict())
-    assert report.trainable["language_model"] == lora_param_count(
-        table, loaded.family.default_lora_targets, r=4, use_dora=True
-    )
+    targets = loaded.family.default_lora_targets
+    assert targets is not None
+    matched = [
+        p
+        for p in table
+        if p.kind == "linear"
+        and p.name.endswith(".weight")
+        and module_matches(p.name.removesuffix(".weight"), targets)
+    ]
+    lora = sum(4 * (p.shape[0] + p.shape[1]) + p.shape[0] for p in matched)  # r(in+out)+DoRA
+    assert report.trainable["language_model"] == lora
     assert report.trainable["projector"] == sum(p.numel for p in table if p.module == "projector")
 
 
-def test_layernorm_count_matches_the_analytic_table() -> None:
+def test_layernorm_count_matches_the_description() -> None:
     loaded = _load("llava_next")  # its last vision layer is unused (vision_feature_layer=-2)
-    config = loaded.model.config.to_dict()
+    unused = loaded.family.unused_prefixes
+    table = loaded.family.params
     _, report = apply_tuning(loaded.model, loaded.family, TuningSpec(preset="ln_vt"))
-    unused = loaded.family.unused_prefixes(config)
-    assert report.trainable["vision_tower"] == norm_param_count(param_table(config), exclude=unused)
+    norms = sum(
+        p.numel
+        for p in table
+        if p.module == "vision_tower"
+        and p.kind == "norm"
+        and not any(p.name == u or p.name.startswith(u + ".") for u in unused)
+    )
+    assert unused and report.trainable["vision_tower"] == norms
     assert report.frozen_unused == list(unused)
 
 

@@ -21,7 +21,7 @@ from tests.models.conftest import FAMILIES
 from trainer.models.loading import load_model
 from trainer.models.quantization import bnb_devices
 from trainer.models.tuning import apply_tuning
-from vlaunch_core.models.families import Family
+from vlaunch_core.models.description import ModelDescription
 from vlaunch_core.models.presets import PRESETS
 from vlaunch_core.spec import ModelSpec, TuningSpec
 
@@ -46,11 +46,11 @@ def _under(name: str, prefixes: tuple[str, ...]) -> bool:
 
 def expected_plan(
     model: torch.nn.Module,
-    family: Family,
+    family: ModelDescription,
     modes: dict[str, str],
 ) -> tuple[set[str], set[str]]:
     """(trainable parameter names, LoRA-adapted module names) for the unwrapped `model`."""
-    unused = family.unused_prefixes(model.config.to_dict())
+    unused = family.unused_prefixes
     trainable: set[str] = set()
     for name, _ in model.named_parameters():
         if _under(name, unused):
@@ -169,6 +169,6 @@ def test_unused_parameters_are_exactly_those_without_gradients(
     no_grad = {
         n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
     }
-    unused = loaded.family.unused_prefixes(model.config.to_dict())
+    unused = loaded.family.unused_prefixes
     declared = {n for n, _ in model.named_parameters() if _under(n, unused)}
     assert no_grad == declared

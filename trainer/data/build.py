@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
 
-    from vlaunch_core.models.families import Family
+    from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.plan import Plan
     from vlaunch_core.spec import JobSpec
 
@@ -132,7 +132,7 @@ def build_mixture(
     spec: JobSpec,
     split: Literal["train", "eval"],
     processor: Any,
-    family: Family | None,
+    family: ModelDescription | None,
     *,
     check_media: bool = True,
 ) -> MixtureDataset:
@@ -141,13 +141,13 @@ def build_mixture(
     parts: list[MixturePart] = []
     problems: list[DataProblem] = []
     indexed: dict[str, Any] = {}
+    limits = media_limits(family)
     for item in resolve_mixture(spec, split):
         name = item.dataset.name
         if name not in indexed:
-            indexed[name] = index_dataset(item.dataset, check_media=check_media)
+            indexed[name] = index_dataset(item.dataset, check_media=check_media, **limits)
             problems += indexed[name][1]
         parts.append(MixturePart(item.dataset, indexed[name][0], item.repeat))
-    problems += _family_problems(parts, family)
     if problems:
         raise _report(split, problems)
     encoder = SampleEncoder(
@@ -164,28 +164,15 @@ def build_mixture(
     return dataset
 
 
-def _family_problems(parts: list[MixturePart], family: Family | None) -> list[DataProblem]:
-    out: list[DataProblem] = []
+def media_limits(family: ModelDescription | None) -> dict[str, Any]:
+    """What media a sample may carry for this model (`index_dataset` keywords)."""
     if family is None:
-        return out
-    for p in parts:
-        if p.index.videos and not (family.supports_video or family.supports_multi_image):
-            out.append(
-                DataProblem(
-                    "invalid_sample",
-                    p.index.path,
-                    -1,
-                    f"{p.index.videos} video(s), but the {family.name} family takes neither videos "
-                    "nor several images (video frames)",
-                )
-            )
-        elif not family.supports_multi_image and p.index.images > len(p.index):
-            logger.warning(
-                "%s: the %s family takes one image per sample; extra images are left out",
-                p.index.path,
-                family.name,
-            )
-    return out
+        return {}
+    return {
+        "max_images": family.quirks.max_images,
+        "videos": family.supports_video or family.supports_multi_image,
+        "model": family.name,
+    }
 
 
 def _report(split: str, problems: list[DataProblem]) -> ProblemReport:
@@ -207,7 +194,7 @@ def _report(split: str, problems: list[DataProblem]) -> ProblemReport:
 def build_train_data(
     spec: JobSpec,
     processor: Any,
-    family: Family | None,
+    family: ModelDescription | None,
     *,
     rank: int = 0,
     world_size: int = 1,
@@ -236,7 +223,7 @@ def build_train_data(
 def build_eval_data(
     spec: JobSpec,
     processor: Any,
-    family: Family | None,
+    family: ModelDescription | None,
     *,
     rank: int = 0,
     world_size: int = 1,
@@ -250,7 +237,7 @@ def build_eval_data(
     return EvalData(dataset, sampler, _collator(processor, family, packing=False))
 
 
-def _collator(processor: Any, family: Family | None, packing: bool) -> Collator:
+def _collator(processor: Any, family: ModelDescription | None, packing: bool) -> Collator:
     tok = getattr(processor, "tokenizer", processor)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     return Collator(int(pad), family, packing=packing)

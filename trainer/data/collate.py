@@ -25,38 +25,29 @@ from vlaunch_core.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from vlaunch_core.models.families import Family
+    from vlaunch_core.models.description import ModelDescription
 
-#: Families verified to give identical logits packed and one by one (tests/data/test_packing.py).
+#: Model types verified to give identical logits packed and one by one
+#: (tests/data/test_packing.py); the quirks of others may say why they cannot be packed.
 PACKABLE = frozenset({"llava", "llava_next"})
-_WHY_NOT = {
-    "qwen2_vl": "its 3-D multimodal RoPE positions are computed per row from the whole "
-    "sequence, so they cannot restart per packed sample",
-    "qwen2_5_vl": "its 3-D multimodal RoPE positions are computed per row from the whole "
-    "sequence, so they cannot restart per packed sample",
-    "idefics3": "its images are laid out per row (pixel_values [rows, images, ...])",
-    "mllama": "its cross-attention mask and images are laid out per row",
-    "paligemma": "its prefix-LM attention (token_type_ids) is built per row",
-    "llava_next_video": "packing with videos is not verified",
-}
-#: Per-row media tensors of families whose images are laid out per batch row: a row without
-#: images gets zeros there (all-zero images are padding for these models).
-ROW_KEYS: dict[str, frozenset[str]] = {
-    "idefics3": frozenset({"pixel_values", "pixel_attention_mask"}),
-    "mllama": frozenset({"pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"}),
-}
 
 
-def packing_problem(family: Family | None) -> str | None:
+def packing_problem(family: ModelDescription | None) -> str | None:
     """Why this family cannot be packed, or None when it can."""
     if family is None:
-        return "the model family is unknown"
+        return "the model is unknown"
     if family.name in PACKABLE:
         return None
-    return _WHY_NOT.get(family.name, f"packing is not verified for {family.name}")
+    why = family.quirks.packing
+    if why == "mrope":
+        return (
+            "its 3-D multimodal RoPE positions are computed per row from the whole sequence, "
+            "so they cannot restart per packed sample"
+        )
+    return why or f"packing is not verified for {family.name}"
 
 
-def check_packing(family: Family | None) -> None:
+def check_packing(family: ModelDescription | None) -> None:
     why = packing_problem(family)
     if why is not None:
         name = family.name if family is not None else "this model"
@@ -115,13 +106,13 @@ class Collator:
     """`collate_fn` of the data loader: `Encoded` items (None = dropped) to a `Batch`."""
 
     def __init__(
-        self, pad_token_id: int, family: Family | None = None, packing: bool = False
+        self, pad_token_id: int, family: ModelDescription | None = None, packing: bool = False
     ) -> None:
         if packing:
             check_packing(family)
         self.pad_token_id = pad_token_id
         self.packing = packing
-        self.row_keys = ROW_KEYS.get(family.name, frozenset()) if family else frozenset()
+        self.row_keys = family.quirks.row_media_keys if family else frozenset()
 
     def _pad_value(self, key: str) -> int:
         return {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX}.get(key, 0)

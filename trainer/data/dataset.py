@@ -50,8 +50,16 @@ class FileIndex:
         return len(self.offsets)
 
 
-def index_dataset(ds: Dataset, check_media: bool = True) -> tuple[FileIndex, list[DataProblem]]:
-    """Index one dataset file; every problem found is returned, none raised."""
+def index_dataset(
+    ds: Dataset,
+    check_media: bool = True,
+    *,
+    max_images: int | None = None,
+    videos: bool = True,
+    model: str = "the model",
+) -> tuple[FileIndex, list[DataProblem]]:
+    """Index one dataset file; every problem found is returned, none raised. A sample with
+    more images than `max_images`, or with a video when `videos` is False, is a problem."""
     from vlaunch_core.data.formats import iter_samples
 
     path = str(ds.data_path)
@@ -83,6 +91,26 @@ def index_dataset(ds: Dataset, check_media: bool = True) -> tuple[FileIndex, lis
                             "missing_media", path, rec.index, f"{kind} {k} '{name}': no such file"
                         )
                     )
+        if max_images is not None and len(sample.images) > max_images:
+            problems.append(
+                DataProblem(
+                    "unsupported_media",
+                    path,
+                    rec.index,
+                    f"{len(sample.images)} images, but {model} takes at most {max_images} per "
+                    "sample",
+                )
+            )
+        if sample.videos and not videos:
+            problems.append(
+                DataProblem(
+                    "unsupported_media",
+                    path,
+                    rec.index,
+                    f"{len(sample.videos)} video(s), but {model} takes neither videos nor "
+                    "several images (video frames)",
+                )
+            )
         index.offsets.append(rec.offset)
         index.sizes.append(rec.length)
         words = max(1, sample.text_words())

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-    from vlaunch_core.models.families import Family
+    from vlaunch_core.models.description import ModelDescription
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class SampleEncoder:
     def __init__(
         self,
         processor: Any,
-        family: Family | None,
+        family: ModelDescription | None,
         *,
         max_length: int,
         overlength: str = "truncate_text",
@@ -108,7 +108,7 @@ class SampleEncoder:
         self.max_length = max_length
         self.overlength = overlength
         self.system_prompt = system_prompt
-        self.max_images = None if family is None or family.supports_multi_image else 1
+        self.max_images = None if family is None else family.quirks.max_images
         self.stats = EncodeStats()
         self._media_ids = self._media_token_ids()
         self._special_ids = set(self.tokenizer.all_special_ids) | set(
@@ -120,8 +120,6 @@ class SampleEncoder:
             getattr(self.processor, "image_token", None),
             getattr(self.processor, "video_token", None),
         }
-        if self.family is not None:
-            names |= {self.family.image_token, self.family.video_token}
         vocab = self.tokenizer.get_vocab()
         ids = {vocab[n] for n in names if isinstance(n, str) and n in vocab}
         for attr in ("image_token_id", "video_token_id"):
@@ -230,11 +228,7 @@ class SampleEncoder:
         import torch
 
         tensors["labels"] = torch.tensor([labels], dtype=torch.long)
-        if (
-            "token_type_ids" in tensors
-            and self.family is not None
-            and self.family.name == "paligemma"
-        ):
+        if "token_type_ids" in tensors and self.family is not None and self.family.quirks.prefix_lm:
             # PaliGemma is a prefix-LM: the answer (suffix) must be marked to stay causal.
             tensors["token_type_ids"] = torch.zeros_like(tensors["input_ids"])
             tensors["token_type_ids"][0, first:] = 1

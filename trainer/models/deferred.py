@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer.models.safetensors_index import SafetensorsIndex, UnsupportedCheckpoint
-from vlaunch_core.models.families import canonical_name
+from vlaunch_core.models.description import canonical_name
 
 if TYPE_CHECKING:
     import torch

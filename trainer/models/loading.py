@@ -1,7 +1,7 @@
 """Load a VLM and its processor for training: one path for tiny, random and real models.
 
-`tiny:<family>` is built once into a cache folder and then loaded with `from_pretrained`, like
-a downloaded checkpoint; `random:<arch>` instantiates a real-size architecture with random
+`tiny:<type>` is built once into a cache folder and then loaded with `from_pretrained`, like
+a downloaded checkpoint; `random:<name>` instantiates a real-size architecture with random
 weights (benchmarks; no processor). With `low_memory=True` (FSDP and ZeRO-3 on several ranks)
 a checkpoint folder gives a skeleton whose weights each rank reads later, shard by shard
 (`trainer/models/deferred.py`).
@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from trainer.models.describe import describe_spec
 from trainer.models.processors import load_processor
 from trainer.models.quantization import qlora_config, qlora_device
 from vlaunch_core.errors import UserError
-from vlaunch_core.models.configs import RANDOM_PREFIX, TINY_PREFIX, model_config_dict
-from vlaunch_core.models.families import Family, detect_family, get_family
+from vlaunch_core.models.configs import RANDOM_PREFIX, TINY_PREFIX
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, ProcessorMixin
 
+    from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.spec import ModelSpec, TuningSpec
 
 logger = logging.getLogger(__name__)
@@ -38,10 +39,11 @@ CACHE_ENV = "VLAUNCH_CACHE"
 class LoadedModel:
     model: PreTrainedModel
     processor: ProcessorMixin | None
-    """None for `random:<arch>` models (there is no tokenizer for them)."""
-    family: Family
+    """None for `random:<name>` models (there is no tokenizer for them)."""
+    family: ModelDescription
+    """What the model is made of, read off the model itself (`trainer.models.describe`)."""
     path: Path | None
-    """The folder the model was loaded from (None for `random:<arch>`)."""
+    """The folder the model was loaded from (None for `random:<name>`)."""
 
 
 def cache_dir() -> Path:
@@ -51,7 +53,7 @@ def cache_dir() -> Path:
 
 
 def tiny_model_path(family: str, root: Path | None = None) -> Path:
-    """The folder of `tiny:<family>`, built on first use.
+    """The folder of `tiny:<type>`, built on first use.
 
     Ranks started together all ask for it at once: one builds it (under a file lock next to
     the folder) while the others wait, then find it complete. The build goes to a temporary
@@ -124,21 +126,18 @@ def load_model(
     if name.startswith(RANDOM_PREFIX):
         if qlora:
             raise UserError(
-                "QLoRA needs pretrained weights to quantize; random:<arch> has none",
-                hint="use tuning.language_model=lora for random:<arch> benchmarks",
+                "QLoRA needs pretrained weights to quantize; random:<name> has none",
+                hint="use tuning.language_model=lora for random:<name> benchmarks",
             )
-        config_dict = model_config_dict(name)
-        family = _family(model_spec, config_dict)
-        model = _from_config(config_dict, model_spec, torch_dtype, device)
-        return LoadedModel(model=model, processor=None, family=family, path=None)
+        model = _from_config(model_spec, torch_dtype, device)
+        return LoadedModel(model=model, processor=None, family=_describe(model), path=None)
 
     path: Path | str
     if name.startswith(TINY_PREFIX):
         path = tiny_model_path(name.removeprefix(TINY_PREFIX))
     else:
         path = Path(name).expanduser() if Path(name).expanduser().is_dir() else name
-    family = _family(model_spec, _config_dict(path, model_spec))
-    quantization = qlora_config(family, torch_dtype) if qlora else None
+    quantization = qlora_config(describe_spec(model_spec), torch_dtype) if qlora else None
     skeleton = _skeleton(path, model_spec, torch_dtype, tuning) if low_memory else None
     loaded = (
         skeleton
@@ -153,6 +152,7 @@ def load_model(
         else None
     )
     local = Path(path) if isinstance(path, Path) else None
+    family = _describe(loaded, remote_code=model_spec.trust_remote_code)
     return LoadedModel(model=loaded, processor=processor, family=family, path=local)
 
 
@@ -192,26 +192,10 @@ def _cached_snapshot(repo_id: str, model_spec: ModelSpec) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def _config_dict(path: Path | str, model_spec: ModelSpec) -> dict[str, Any]:
-    """The config without the network when possible; else through transformers (a hub id
-    that is not cached yet is downloaded by from_pretrained anyway)."""
-    try:
-        return model_config_dict(str(path), revision=model_spec.revision)
-    except UserError:
-        if isinstance(path, Path):
-            raise
-    from transformers import AutoConfig
+def _describe(model: Any, *, remote_code: bool = False) -> ModelDescription:
+    from trainer.models.describe import describe_model
 
-    config = AutoConfig.from_pretrained(
-        path, revision=model_spec.revision, trust_remote_code=model_spec.trust_remote_code
-    )
-    return cast(dict[str, Any], config.to_dict())
-
-
-def _family(model_spec: ModelSpec, config_dict: dict[str, Any]) -> Family:
-    if model_spec.family is not None:
-        return get_family(model_spec.family)
-    return get_family(detect_family(config_dict))
+    return describe_model(model, remote_code=remote_code)
 
 
 def _instantiate(
@@ -247,16 +231,16 @@ def _instantiate(
 
 
 def _from_config(
-    config_dict: dict[str, Any],
-    model_spec: ModelSpec,
-    dtype: torch.dtype,
-    device: torch.device | str | None,
+    model_spec: ModelSpec, dtype: torch.dtype, device: torch.device | str | None
 ) -> PreTrainedModel:
+    """A real-size architecture with random weights (`random:<name>`)."""
     import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
 
-    config = AutoConfig.for_model(**config_dict)
+    from trainer.models.describe import build_from_config, model_config
+
+    config = model_config(model_spec)
     with torch.device(device or "cpu"):
-        return AutoModelForImageTextToText.from_config(
-            config, dtype=dtype, attn_implementation=model_spec.attn_implementation
+        model = build_from_config(
+            config, model_spec, dtype=dtype, attn_implementation=model_spec.attn_implementation
         )
+    return cast("PreTrainedModel", model)

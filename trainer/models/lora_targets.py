@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from vlaunch_core.errors import UserError
-from vlaunch_core.models.families import Family
+from vlaunch_core.models.description import ModelDescription
 
 if TYPE_CHECKING:
     import torch
@@ -33,15 +33,19 @@ class LoraTargets:
     """Module names that get an adapter."""
 
 
-def scoped_regex(family: Family, part: str, targets: str | Sequence[str] | None) -> str:
+def scoped_regex(family: ModelDescription, part: str, targets: str | Sequence[str] | None) -> str:
     """The target regex for `part`: the family's default, names scoped to the part, or the
     user's own regex (used as written, then checked)."""
     if targets is None:
-        return (
-            family.default_lora_targets
-            if part == "language_model"
-            else family.default_vision_lora_targets
-        )
+        default = family.lora_targets(cast(Any, part))
+        if default is None:
+            raise UserError(
+                f"{family.name}: no Linear layer was found in the layers of its {part} to put "
+                "LoRA on",
+                hint=f"name the modules in tuning.lora.{_PART_KEY[part]}, or tune the {part} "
+                "another way (full, layernorm, frozen)",
+            )
+        return default
     if isinstance(targets, str):
         return targets
     if not targets:
@@ -56,7 +60,7 @@ def scoped_regex(family: Family, part: str, targets: str | Sequence[str] | None)
 
 def resolve_targets(
     model: torch.nn.Module,
-    family: Family,
+    family: ModelDescription,
     part: str,
     targets: str | Sequence[str] | None,
     *,
@@ -106,7 +110,7 @@ def _is_lora_layer(module: torch.nn.Module) -> bool:
 
 
 def _check(
-    family: Family,
+    family: ModelDescription,
     part: str,
     key: str,
     regex: str,
@@ -151,7 +155,9 @@ def _check(
         )
 
 
-def _linear_names(model: torch.nn.Module, family: Family, part: str, n: int = 8) -> list[str]:
+def _linear_names(
+    model: torch.nn.Module, family: ModelDescription, part: str, n: int = 8
+) -> list[str]:
     """Distinct trailing names of the part's Linear layers (`q_proj`, `mlp.fc1`, ...)."""
     import torch
 

@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from vlaunch_core.errors import UserError
-from vlaunch_core.models.families import Family
+from vlaunch_core.models.description import ModelDescription
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +55,7 @@ def require_qlora() -> None:
     qlora_device()
 
 
-def qlora_config(family: Family, compute_dtype: torch.dtype) -> Any:
+def qlora_config(family: ModelDescription, compute_dtype: torch.dtype) -> Any:
     """`BitsAndBytesConfig` that quantizes only the language model's Linear layers."""
     from transformers import BitsAndBytesConfig
 

@@ -23,7 +23,7 @@ from trainer.models.lora_targets import LoraTargets, resolve_targets
 from trainer.models.quantization import is_quantized, require_qlora
 from trainer.models.tuning_report import PARTS, TuningReport
 from vlaunch_core.errors import UserError
-from vlaunch_core.models.families import Family, canonical_name
+from vlaunch_core.models.description import ModelDescription, canonical_name
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +37,7 @@ __all__ = ["TuningReport", "apply_tuning", "is_norm", "param_groups", "part_of"]
 
 def apply_tuning(
     model: torch.nn.Module,
-    family: Family,
+    family: ModelDescription,
     tuning: TuningSpec,
     *,
     gradient_checkpointing: bool = False,
@@ -45,8 +45,7 @@ def apply_tuning(
     """Freeze, unfreeze and wrap `model` as `tuning` says; returns the model to train (a
     `PeftModel` when any part uses LoRA) and the report."""
     modes = tuning.modes()
-    config = cast(Any, model).config.to_dict()
-    unused = family.unused_prefixes(config)
+    unused = family.unused_prefixes
     lora_parts = [p for p, m in modes.items() if m in ("lora", "qlora")]
     if modes["language_model"] == "qlora":
         require_qlora()
@@ -118,6 +117,7 @@ def apply_tuning(
         frozen_unused=list(unused),
         quantized=is_quantized(model),
         gradient_checkpointing=gradient_checkpointing,
+        part_overrides=dict(family.part_overrides),
     )
     if report.trainable_params == 0:
         raise UserError(
@@ -139,7 +139,7 @@ def enable_checkpointing(model: torch.nn.Module) -> None:
 
 
 def _trained_modules(
-    model: torch.nn.Module, family: Family, modes: dict[str, str], unused: tuple[str, ...]
+    model: torch.nn.Module, family: ModelDescription, modes: dict[str, str], unused: tuple[str, ...]
 ) -> list[str]:
     """Names of the (non-LoRA) modules trained in full: whole parts, or the vision tower's
     norm layers in `layernorm` mode. Unused modules are left out."""
@@ -159,7 +159,7 @@ def _trained_modules(
     return out
 
 
-def _part_roots(model: torch.nn.Module, family: Family, part: str) -> Iterator[str]:
+def _part_roots(model: torch.nn.Module, family: ModelDescription, part: str) -> Iterator[str]:
     """The top-most modules (or parameters' owners) of a part that exist in this model.
 
     A part's prefix may hold another part (Qwen-VL's merger sits in `model.visual`), so the
@@ -169,7 +169,7 @@ def _part_roots(model: torch.nn.Module, family: Family, part: str) -> Iterator[s
         yield from _split(model, family, part, prefix)
 
 
-def _split(model: torch.nn.Module, family: Family, part: str, name: str) -> Iterator[str]:
+def _split(model: torch.nn.Module, family: ModelDescription, part: str, name: str) -> Iterator[str]:
     import torch
 
     try:
@@ -257,7 +257,9 @@ def _freeze_unused(model: torch.nn.Module, unused: tuple[str, ...]) -> None:
             p.requires_grad_(False)
 
 
-def _count(model: torch.nn.Module, family: Family) -> tuple[dict[str, int], dict[str, int]]:
+def _count(
+    model: torch.nn.Module, family: ModelDescription
+) -> tuple[dict[str, int], dict[str, int]]:
     total = dict.fromkeys(PARTS, 0)
     trainable = dict.fromkeys(PARTS, 0)
     for name, p in model.named_parameters():  # shared tensors are listed once
@@ -270,7 +272,7 @@ def _count(model: torch.nn.Module, family: Family) -> tuple[dict[str, int], dict
     return total, trainable
 
 
-def part_of(family: Family, param_name: str) -> str:
+def part_of(family: ModelDescription, param_name: str) -> str:
     """The part (vision_tower, projector, language_model, other) of a parameter name, also
     for names inside a PeftModel (`base_model.model.`, `.base_layer`, `modules_to_save`)."""
     return family.module_of(param_name)
@@ -290,15 +292,15 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups: per part (LR x its multiplier) and per decay (no weight
     decay on norms, biases and other 1-D parameters). Empty groups are left out."""
-    from vlaunch_core.models.families import get_family
+    from vlaunch_core.models.description import part_of as part_of_name
 
-    family = get_family(report.family)
+    overrides = cast(Any, report.part_overrides)
     groups: dict[tuple[str, bool], list[Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decay = p.ndim >= 2 and not name.endswith(".bias")
-        groups.setdefault((part_of(family, name), decay), []).append(p)
+        groups.setdefault((part_of_name(name, overrides), decay), []).append(p)
     out = []
     for (part, decay), params in groups.items():
         mult = report.lr_multipliers.get(part, 1.0)

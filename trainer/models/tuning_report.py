@@ -33,6 +33,8 @@ class TuningReport:
     """Parameter prefixes the forward pass never uses: kept frozen whatever the mode."""
     quantized: bool = False
     gradient_checkpointing: bool = False
+    part_overrides: dict[str, str] = field(default_factory=dict)
+    """Parameter-name prefix -> part where names do not tell (the model's quirks)."""
 
     @property
     def total_params(self) -> int:

@@ -1,21 +1,23 @@
 """Model configs as plain dicts, without torch and without the network.
 
 `model_config_dict(name_or_path)` answers for every way a job spec names a model:
-a local folder (its `config.json`), `tiny:<family>`, `random:<arch>`, a hub id that is in the
-local Hugging Face cache, or a well-known hub id whose architecture we ship
-(`arch_configs.KNOWN_HUB_IDS`). The planner and the memory estimator use it; nothing here
-downloads.
+a local folder (its `config.json`), `tiny:<type>`, `random:<name>`, a hub id that is in the
+local Hugging Face cache, or a well-known hub id whose `config.json` ships with vlaunch
+(`known/`, so a model can be planned before it is downloaded). Nothing here downloads.
+`random:` takes a known hub id or its short alias (`known/index.json`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from vlaunch_core.errors import UserError, did_you_mean
-from vlaunch_core.models.arch_configs import ARCH_CONFIGS, KNOWN_HUB_IDS
+
+KNOWN_DIR = Path(__file__).parent / "known"
 
 logger = logging.getLogger(__name__)
 
@@ -43,30 +45,59 @@ def model_config_dict(name_or_path: str, revision: str | None = None) -> dict[st
         raise UserError(
             f"model folder '{name_or_path}' does not exist",
             hint="model.name_or_path must be an existing folder, a hub id (org/name), "
-            "tiny:<family> or random:<arch>",
+            "tiny:<type> or random:<name>",
         )
     cached = _hf_cached_config(name_or_path, revision)
     if cached is not None:
         return _read_config(cached)
-    if name_or_path in KNOWN_HUB_IDS:
-        return arch_config(KNOWN_HUB_IDS[name_or_path])
+    known = known_hub_ids()
+    if name_or_path in known:
+        return _read_config(KNOWN_DIR / known[name_or_path])
     raise ModelNotLocal(
         f"no config for model '{name_or_path}': it is not a local folder, not in the Hugging "
-        f"Face cache, and not a known hub id.{did_you_mean(name_or_path, KNOWN_HUB_IDS)}",
+        f"Face cache, and not a known hub id.{did_you_mean(name_or_path, known)}",
         hint="download it first (`huggingface-cli download "
-        f"{name_or_path}`), point model.name_or_path at a local copy, or use random:<arch> "
-        f"({', '.join(ARCH_CONFIGS)})",
+        f"{name_or_path}`), point model.name_or_path at a local copy, or use random:<name> "
+        f"({', '.join(known_aliases())})",
     )
 
 
-def arch_config(arch: str) -> dict[str, Any]:
-    """A real-size architecture config (`random:<arch>`)."""
-    if arch not in ARCH_CONFIGS:
+def arch_config(name: str) -> dict[str, Any]:
+    """The config of a real-size architecture (`random:<hub id or alias>`)."""
+    hub = known_aliases().get(name, name)
+    known = known_hub_ids()
+    if hub not in known:
+        names = [*known_aliases(), *known]
         raise UserError(
-            f"unknown architecture '{arch}'.{did_you_mean(arch, ARCH_CONFIGS)}",
-            hint=f"use random:<arch> with one of: {', '.join(ARCH_CONFIGS)}",
+            f"unknown architecture '{name}'.{did_you_mean(name, names)}",
+            hint=f"use random:<name> with one of: {', '.join(known_aliases())} (or a hub id "
+            "of vlaunch_core/models/known/)",
         )
-    return json.loads(json.dumps(ARCH_CONFIGS[arch]))
+    return _read_config(KNOWN_DIR / known[hub])
+
+
+@functools.cache
+def _index() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((KNOWN_DIR / "index.json").read_text())
+    return data
+
+
+def known_aliases() -> dict[str, str]:
+    """Short names of known hub ids (`random:qwen2-vl-2b`)."""
+    return dict(_index()["aliases"])
+
+
+def known_hub_ids() -> dict[str, str]:
+    """Hub id -> its config file under `known/` (ids sharing a config included)."""
+    out = {
+        f"{org.name}/{f.stem}": f"{org.name}/{f.name}"
+        for org in KNOWN_DIR.iterdir()
+        if org.is_dir()
+        for f in org.glob("*.json")
+    }
+    for hub, same in _index()["same_config"].items():
+        out[hub] = out[same]
+    return out
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -92,6 +123,11 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") != 1
+
+
+def hf_cached_file(repo_id: str, model_spec: Any) -> Path | None:
+    """`config.json` of a hub id in the local Hugging Face cache, or None."""
+    return _hf_cached_config(repo_id, getattr(model_spec, "revision", None))
 
 
 def _hf_cached_config(repo_id: str, revision: str | None) -> Path | None:

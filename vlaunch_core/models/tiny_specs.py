@@ -435,7 +435,7 @@ def get_tiny_spec(family: str) -> TinySpec:
 
 
 def tiny_config_dict(family: str) -> dict[str, Any]:
-    """The config dict of `tiny:<family>` (as `config.json` would hold it; no torch needed)."""
+    """The config dict of `tiny:<type>` (as `config.json` would hold it; no torch needed)."""
     spec = get_tiny_spec(family)
     config = _resolve_tokens(copy.deepcopy(spec.config), spec)
     text = config.get("text_config", config)

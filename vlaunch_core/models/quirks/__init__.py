@@ -1,0 +1,78 @@
+"""True quirks of model families: what cannot be read off the model itself.
+
+Everything else (parts, layer classes, LoRA targets, shapes, processors, chat templates) is
+derived (`vlaunch_core.models.description`). A family with quirks has one small module here
+defining `QUIRKS = Quirks(...)`; `QUIRK_MODULES` maps its config `model_type`s to it and is
+the only place to register it (imported lazily). docs/models.md, "Adding a family", shows a
+whole file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlaunch_core.models.description import Part
+
+#: model_type -> module under vlaunch_core.models.quirks
+QUIRK_MODULES: dict[str, str] = {
+    "llava": "llava",
+    "llava_next": "llava_next",
+    "llava_next_video": "llava_next",
+    "paligemma": "paligemma",
+    "mllama": "mllama",
+    "qwen2_vl": "qwen_vl",
+    "qwen2_5_vl": "qwen_vl",
+    "qwen3_vl": "qwen_vl",
+    "qwen3_vl_moe": "qwen_vl",
+    "qwen3_5": "qwen_vl",
+    "qwen3_5_moe": "qwen_vl",
+    "idefics3": "idefics3",
+    "smolvlm": "idefics3",
+    "llava_llama": "vila",
+}
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """What a family needs that its model and checkpoint do not say."""
+
+    notes: tuple[str, ...] = ()
+    """Worth knowing (shown by `vlaunch models NAME` and in docs/models.md)."""
+    refuse: str | None = None
+    """The family cannot be trained: this message says why and what to use instead."""
+    refuse_hint: str | None = None
+    part_overrides: Mapping[str, Part] = field(default_factory=dict)
+    """Parameter-name prefix -> part, for parameters whose names do not say it."""
+    max_images: int | None = None
+    """Images per sample the model was built for (None: any number)."""
+    video: bool | None = None
+    """Override of the derived video support."""
+    prefix_lm: bool = False
+    """The prompt attends bidirectionally: `token_type_ids` mark the answer (PaliGemma)."""
+    row_media_keys: frozenset[str] = frozenset()
+    """Media tensors laid out per batch row (`[rows, images, ...]`): collation pads rows
+    without images with zeros instead of concatenating."""
+    packing: str | None = None
+    """None: packed rows with per-sample `position_ids` work; `mrope`: 3-D multimodal RoPE
+    positions computed per sample; any other text: why packing is refused."""
+    unused: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = field(
+        default=None, compare=False
+    )
+    """Parameter prefixes the forward pass never uses for a config (kept frozen)."""
+    attn_not: tuple[str, ...] = ()
+    """Attention implementations the family does not support."""
+
+
+NO_QUIRKS = Quirks()
+
+
+def quirks_for(model_type: str) -> Quirks:
+    """The quirks of a model type (none for most)."""
+    module = QUIRK_MODULES.get(model_type)
+    if module is None:
+        return NO_QUIRKS
+    quirks: Quirks = importlib.import_module(f"{__name__}.{module}").QUIRKS
+    return quirks
