@@ -14,75 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import typing
-from typing import Any
 
 from launcher.commands.common import add_job_argument, add_resource_flags, load_job
+from launcher.commands.flags import add_section_flags
 
 logger = logging.getLogger(__name__)
-
-
-def _metavar(annotation: Any) -> str:
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is typing.Literal:
-        return "{" + ",".join(str(a) for a in args) + "}"
-    if annotation is int or int in args:
-        return "N"
-    if typing.get_origin(annotation) in (dict, list):
-        return "YAML"
-    names = {getattr(a, "__name__", "") for a in args}
-    if "SecretRef" in names:
-        return "SECRET:KEY"
-    return "VALUE"
-
-
-def _help(description: str | None, dotted: str) -> str:
-    text = " ".join((description or "").split())
-    first = text.split(". ")[0].rstrip(".")
-    return f"{first} (= {dotted})".replace("%", "%%")
-
-
-def add_option_flags(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    model: Any,
-    dotted: str = "k8s",
-    flag: str = "",
-) -> None:
-    """One flag per field of `model` (a spec section), recursing into nested sections.
-
-    `--a-b` is the override `<dotted>.a_b=VALUE`; a nested section's fields get its name as a
-    prefix (`--volume-size`), and its `enabled` field is the section's own flag (`--kuberay`,
-    or `--no-volume` when it defaults to on).
-    """
-    from vlaunch_core.section import Section
-
-    for name, field in model.model_fields.items():
-        key, annotation = f"{dotted}.{name}", field.annotation
-        option = f"{flag}-{name}" if flag else name
-        option = option.replace("_", "-")
-        if isinstance(annotation, type) and issubclass(annotation, Section):
-            add_option_flags(parser, annotation, key, option)
-            continue
-        dest = "_spec__" + key.replace(".", "__")
-        if annotation is bool:
-            on = field.default is True
-            base = flag.replace("_", "-") if name == "enabled" and flag else option
-            parser.add_argument(
-                f"--no-{base}" if on else f"--{base}",
-                dest=dest,
-                action="store_const",
-                const="false" if on else "true",
-                default=None,
-                help=("turn off: " if on else "") + _help(field.description, key),
-            )
-            continue
-        parser.add_argument(
-            f"--{option}",
-            dest=dest,
-            default=None,
-            metavar=_metavar(annotation),
-            help=_help(field.description, key),
-        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,8 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="kubeconfig context (default: the current one)",
     )
-    add_option_flags(
-        parser.add_argument_group("Kubernetes options (the spec's k8s: section)"), KubernetesOptions
+    add_section_flags(
+        parser.add_argument_group("Kubernetes options (the spec's k8s: section)"),
+        KubernetesOptions,
+        "k8s",
     )
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from launcher.commands.common import add_job_argument, add_spec_flag, load_job
+from launcher.commands.common import add_job_argument, load_job
+from launcher.commands.flags import add_field_flag
 from vlaunch_core.errors import UserError
 
 
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train on the CPU with N worker processes "
         "(= resources.profile=cpu resources.gpus_per_node=N)",
     )
-    add_spec_flag(parser, "--profile", "resources.profile", metavar="P")
+    add_field_flag(parser, "--profile", "resources.profile", metavar="P")
     parser.add_argument("--no-plan", action="store_true", help="do not print the plan first")
 
 

@@ -13,15 +13,13 @@ script for the current allocation and execute it there.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import sys
-import typing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from launcher.commands.common import add_job_argument, add_resource_flags, spec_flag_overrides
+from launcher.commands.common import add_job_argument, add_resource_flags, job_overrides
+from launcher.commands.flags import add_section_flags
 from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
@@ -29,76 +27,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_DEST = "_slurm__"
-_SENTENCE = re.compile(r"\.\s+(?=[A-Z])")  # not after "e.g."
-
-
-def _kind(annotation: Any) -> tuple[str, tuple[str, ...]]:
-    """How a field is given on the command line: bool, int, list, or str (with choices)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if annotation is bool:
-        return "bool", ()
-    if typing.get_origin(annotation) is typing.Literal:
-        return "str", tuple(str(a) for a in typing.get_args(annotation))
-    if annotation is int or args == [int]:
-        return "int", ()
-    if typing.get_origin(annotation) is list:
-        return "list", ()
-    return "str", ()
-
-
-def add_option_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """One flag per field of the spec's `slurm:` section, help text from its docstring."""
-    from vlaunch_core.slurm_options import SlurmOptions
-
-    for name, field in SlurmOptions.model_fields.items():
-        text = _SENTENCE.split(" ".join((field.description or "").split()))[0].rstrip(".")
-        helptext = f"{text} (= slurm.{name})".replace("%", "%%")
-        flag, dest = "--" + name.replace("_", "-"), _DEST + name
-        kind, choices = _kind(field.annotation)
-        if kind == "bool":
-            parser.add_argument(flag, dest=dest, action="store_true", default=None, help=helptext)
-        elif kind == "list":
-            parser.add_argument(
-                flag,
-                dest=dest,
-                action="append",
-                metavar="VALUE",
-                help=helptext + "; repeat for several",
-            )
-        elif kind == "int":
-            parser.add_argument(flag, dest=dest, type=int, metavar="N", help=helptext)
-        else:
-            parser.add_argument(
-                flag,
-                dest=dest,
-                choices=choices or None,
-                metavar=name.upper() if not choices else None,
-                help=helptext,
-            )
-
-
-def option_overrides(args: argparse.Namespace) -> list[str]:
-    """The `slurm.<field>=value` overrides the flags stand for (strings JSON-quoted, so that
-    `--time 10` stays the string "10" and any character survives the YAML parse)."""
-    out = []
-    for key, value in vars(args).items():
-        if not key.startswith(_DEST) or value is None:
-            continue
-        name = key[len(_DEST) :]
-        encoded = (
-            "true"
-            if value is True
-            else (str(value) if isinstance(value, int) else json.dumps(value))
-        )
-        out.append(f"slurm.{name}={encoded}")
-    return out
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vlaunch_core.slurm_options import SlurmOptions
+
     add_job_argument(parser)
     add_resource_flags(parser)
-    add_option_flags(parser.add_argument_group("Slurm options (the job spec's slurm: section)"))
+    add_section_flags(
+        parser.add_argument_group("Slurm options (the job spec's slurm: section)"),
+        SlurmOptions,
+        "slurm",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -145,7 +84,7 @@ def load_slurm_spec(path: str, overrides: list[str], user_overrides: list[str]) 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
     """The job spec of a `vlaunch slurm` command line."""
     user = list(getattr(args, "overrides", None) or [])
-    overrides = spec_flag_overrides(args) + option_overrides(args) + user
+    overrides = job_overrides(args)
     if args.in_allocation:
         overrides += allocation_overrides()
     return load_slurm_spec(args.job, overrides, user)

@@ -10,7 +10,7 @@ import helm_python
 import pytest
 import yaml
 
-from launcher.commands.common import spec_flag_overrides
+from launcher.commands.flags import flag_overrides
 from launcher.commands.k8s import add_arguments
 from launcher.k8s.values import camel, chart_values, paths_outside_volume, pod_output_dir
 from tests.k8s.helpers import CHART, SPECS
@@ -129,7 +129,7 @@ def test_inputs_off_the_volume_are_listed() -> None:
 def parse(*argv: str) -> list[str]:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    return spec_flag_overrides(parser.parse_args(["job.yaml", *argv]))
+    return flag_overrides(parser.parse_args(["job.yaml", *argv]))
 
 
 def test_every_option_has_a_flag() -> None:
