@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from launcher.commands.flags import add_field_flag, flag_overrides
 
 if TYPE_CHECKING:
+    from launcher.pipeline import Backend
     from vlaunch_core.spec import JobSpec
 
 
@@ -42,3 +43,30 @@ def job_overrides(args: argparse.Namespace) -> list[str]:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
+
+
+def run_launch(
+    backend: Backend[Any], job: str, overrides: list[str], *, dry_run: bool = False
+) -> int:
+    """Launch `job` through the pipeline (launcher/pipeline.py) on `backend`.
+
+    `--dry-run` prints the request on stdout (exactly what would be submitted) and what
+    submitting would do on stderr; otherwise the handle goes to stdout, notes to stderr. A
+    job run in the foreground (local) returns its exit status."""
+    if dry_run:
+        request = backend.dryrun(job, overrides).request
+        print(
+            f"# vlaunch {backend.name} --dry-run: nothing written, nothing submitted. It would:",
+            file=sys.stderr,
+        )
+        for line in request.describe().splitlines():
+            print(f"#   {line}", file=sys.stderr)
+        sys.stdout.write(request.materialize())
+        return 0
+    scheduled = backend.submit(job, overrides)
+    if scheduled.exit_code is not None:
+        return scheduled.exit_code
+    if scheduled.notes:
+        print(scheduled.notes.strip(), file=sys.stderr)
+    print(scheduled.handle)
+    return 0

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from launcher.local import run_on_cluster
+    from launcher.cluster_run import run_on_cluster
 
     spec = load_job(args)
     return run_on_cluster(spec, address=args.ray_address, wait_seconds=args.wait_for_workers)

@@ -18,6 +18,7 @@ from vlaunch_core.section import Section
 
 if TYPE_CHECKING:
     from vlaunch_core.k8s_options import KubernetesOptions
+    from vlaunch_core.plan import Plan
     from vlaunch_core.profiles import World
     from vlaunch_core.spec import JobSpec
 
@@ -86,9 +87,10 @@ def default_requests(opts: KubernetesOptions, world: World) -> tuple[str, str]:
     return opts.cpu or cpu, opts.memory or memory
 
 
-def chart_values(spec: JobSpec, world: World) -> dict[str, Any]:
-    """The finetune-job chart's values for `spec` on `world` (nodes x devices x profile)."""
+def chart_values(spec: JobSpec, plan: Plan) -> dict[str, Any]:
+    """The finetune-job chart's values for `spec` with its `plan` (on the plan's world)."""
     opts = spec.k8s
+    world = plan.world
     cpu, memory = default_requests(opts, world)
     values: dict[str, Any] = {
         "runName": spec.name,

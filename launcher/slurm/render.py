@@ -1,12 +1,12 @@
 """Render a job spec into the sbatch script `vlaunch slurm` submits (the dry-run half).
 
-`build_request(spec)` returns a `SlurmRequest`: the script text, the resolved spec written
-next to it, where both go, and the sbatch command line. Nothing touches the cluster or the
-disk here; `launcher.slurm.submit` does that. The script comes from the Jinja2 templates in
-`slurm/templates/` (StrictUndefined); every user string reaches it through the template's
-`quote` filter (shell) or, in the `#SBATCH` lines built here, `sbatch_quote`, so no name,
-path or value can run a command. `slurm.setup` lines are the exception by design: they are
-shell code.
+`build_request(spec, plan)` returns a `SlurmRequest`: the script text, the resolved spec
+written next to it, where both go, and the sbatch command line. Nothing touches the cluster
+or the disk here; `launcher.slurm.submit` does that. The script comes from the
+Jinja2 templates in `slurm/templates/` (StrictUndefined); every user string reaches it through
+the template's `quote` filter (shell) or, in the `#SBATCH` lines built here, `sbatch_quote`,
+so no name, path or value can run a command. `slurm.setup` lines are the exception by design:
+they are shell code.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from vlaunch_core.slurm_options import time_limit_seconds
 if TYPE_CHECKING:
     import jinja2
 
+    from vlaunch_core.plan import Plan
     from vlaunch_core.spec import JobSpec
 
 EXIT_INTERRUPTED = 75
@@ -140,6 +141,11 @@ def _absolute(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().absolute())
 
 
+def check_spec(spec: JobSpec, *, in_allocation: bool = False) -> None:
+    """What keeps `spec` from becoming a safe sbatch script, all problems at once."""
+    raise_if_any("cannot render the Slurm job", _problems(spec, in_allocation))
+
+
 def _problems(spec: JobSpec, in_allocation: bool) -> list[Problem]:
     s = spec.slurm
     out: list[Problem] = []
@@ -231,15 +237,13 @@ def _tuning_summary(spec: JobSpec) -> str:
     return text
 
 
-def build_request(spec: JobSpec, *, in_allocation: bool = False) -> SlurmRequest:
-    """The request for `spec` (already validated, variant applied)."""
-    from vlaunch_core.profiles import resolve_world
-
-    raise_if_any("cannot render the Slurm job", _problems(spec, in_allocation))
+def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> SlurmRequest:
+    """The request that runs `spec` (validated, variant applied) with `plan` (its plan)."""
+    check_spec(spec, in_allocation=in_allocation)
     s = spec.slurm
     spec = spec.model_copy(deep=True)
     spec.output.dir = _absolute(spec.output.dir)  # the job must not depend on its cwd
-    world = resolve_world(spec)
+    world = plan.world
     profile = world.profile
     gpus = world.gpus_per_node if profile.is_gpu else 0
     procs_per_node = world.gpus_per_node

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launcher.backends import BACKENDS, backend_for, backend_of
 from launcher.cli import build_parser
 from launcher.commands.slurm import spec_from_args
-from launcher.jobs import CONTROL_MODULES, backend_of, control_module
 from launcher.slurm import control
-from launcher.slurm.render import build_request, sbatch_quote, slurm_job_name
+from launcher.slurm.render import build_request, check_spec, sbatch_quote, slurm_job_name
 from launcher.slurm.submit import Runner, SlurmCommandError, parse_job_id
 from tests.slurm.helpers import GPU_JOB, cli, job, write_job
 from vlaunch_core.errors import UserError
+from vlaunch_core.plan import make_plan
 from vlaunch_core.slurm_options import SlurmOptions, time_limit_seconds
 
 
@@ -70,7 +71,7 @@ def test_flags_become_typed_spec_values(tmp_path: Path) -> None:
 
 def test_variant_sets_preset_and_grouping_in_the_resolved_spec(tmp_path: Path) -> None:
     spec = _spec(tmp_path, GPU_JOB, "--variant", "srun_ln_vt_lora_llm_grouped")
-    resolved = yaml.safe_load(build_request(spec).spec_yaml)
+    resolved = yaml.safe_load(build_request(spec, make_plan(spec)).spec_yaml)
     assert resolved["tuning"]["preset"] == "ln_vt_lora_llm"
     assert resolved["data"]["group_by_length"] is True
     assert resolved["slurm"]["variant"] == "srun_ln_vt_lora_llm_grouped"
@@ -127,7 +128,7 @@ def test_no_sbatch_fails_before_anything_is_written(
 def test_render_rejects(tmp_path: Path, changes: dict, where: str, words: str) -> None:
     spec = _spec(tmp_path, job(GPU_JOB, **changes))
     with pytest.raises(UserError) as info:
-        build_request(spec)
+        check_spec(spec)
     assert where in str(info.value) and words in str(info.value)
 
 
@@ -151,7 +152,7 @@ def test_cpu_profile_requests_no_gpus(tmp_path: Path) -> None:
             },
         ),
     )
-    script = build_request(spec).script
+    script = build_request(spec, make_plan(spec)).script
     assert "--gpus-per-node" not in script and "#SBATCH --cpus-per-task=8" in script
     assert "export OMP_NUM_THREADS=4" in script and "--num-gpus=0" in script
 
@@ -195,10 +196,10 @@ def test_job_handles() -> None:
 
 
 def test_missing_kubernetes_support_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Stands for an install without launcher/k8s/control.py (it exists in this checkout).
-    monkeypatch.setitem(CONTROL_MODULES, "k8s", "launcher.k8s.not_installed")
+    # Stands for an install without launcher/k8s/backend.py (it exists in this checkout).
+    monkeypatch.setitem(BACKENDS, "k8s", "launcher.k8s.not_installed:KubernetesBackend")
     with pytest.raises(UserError, match="Kubernetes support is not installed"):
-        control_module("k8s:ns/run")
+        backend_for("k8s:ns/run")
 
 
 def test_scontrol_fields_keep_spaces_in_values() -> None:
@@ -246,7 +247,7 @@ def test_the_submitted_spec_loads_back_unchanged(tmp_path: Path) -> None:
         "4",
         "train.lr=3e-4",
     )
-    request = build_request(spec)
+    request = build_request(spec, make_plan(spec))
     path = tmp_path / "written.yaml"
     path.write_text(request.spec_yaml)
     again = load_spec(path)
