@@ -1,5 +1,6 @@
 """The chart's values for a job: the spec's `k8s:` section in camelCase, plus what the spec and
-its plan say about the run (name, nodes, GPUs, resources, where outputs go in the pods).
+its plan say about the run (name, nodes, GPUs, resources, where outputs go in the pods), and
+the plan itself (`plan.json` in the ConfigMap, for `vlaunch run --plan`).
 
 `vlaunch k8s --print-values` prints exactly this, so `helm install -f` renders the same
 manifests as `vlaunch k8s`.
@@ -95,6 +96,7 @@ def chart_values(spec: JobSpec, plan: Plan) -> dict[str, Any]:
     values: dict[str, Any] = {
         "runName": spec.name,
         "job": spec.to_yaml(),
+        "plan": plan.to_json_text(),
         "nodes": world.nodes,
         "gpusPerNode": world.gpus_per_node if world.profile.is_gpu else 0,
         "outputDir": pod_output_dir(spec),

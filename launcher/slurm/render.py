@@ -1,8 +1,9 @@
 """Render a job spec into the sbatch script `vlaunch slurm` submits (the dry-run half).
 
-`build_request(spec, plan)` returns a `SlurmRequest`: the script text, the resolved spec
-written next to it, where both go, and the sbatch command line. Nothing touches the cluster
-or the disk here; `launcher.slurm.submit` does that. The script comes from the
+`build_request(spec, plan)` returns a `SlurmRequest`: the script text, the resolved spec and
+the launch's plan written next to it (`vlaunch run SPEC --plan PLAN`: the workers train with
+the plan the launch checked), where they go, and the sbatch command line. Nothing touches
+the cluster or the disk here; `launcher.slurm.submit` does that. The script comes from the
 Jinja2 templates in `slurm/templates/` (StrictUndefined); every user string reaches it through
 the template's `quote` filter (shell) or, in the `#SBATCH` lines built here, `sbatch_quote`,
 so no name, path or value can run a command. `slurm.setup` lines are the exception by design:
@@ -107,13 +108,19 @@ class SlurmRequest:
     script_path: Path
     spec_yaml: str
     spec_path: Path
+    plan_json: str
+    plan_path: Path
     log_dir: Path
     partition: str | None = None
 
     @property
     def files(self) -> dict[Path, str]:
-        """What submitting writes, in order: the resolved spec, then the script."""
-        return {self.spec_path: self.spec_yaml, self.script_path: self.script}
+        """What submitting writes, in order: the resolved spec, the plan, then the script."""
+        return {
+            self.spec_path: self.spec_yaml,
+            self.plan_path: self.plan_json,
+            self.script_path: self.script,
+        }
 
     @property
     def sbatch_argv(self) -> list[str]:
@@ -260,6 +267,7 @@ def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> 
     spec_yaml = submitted_yaml(spec)
     # Named after the run: a new submission of the same run replaces them (and resumes it).
     spec_path, script_path = log_dir / f"{job_name}.job.yaml", log_dir / f"{job_name}.sbatch"
+    plan_path = log_dir / f"{job_name}.plan.json"
 
     header = [
         f"--job-name={sbatch_quote(job_name)}",
@@ -299,6 +307,7 @@ def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> 
             name=spec.name,
             tuning=_tuning_summary(spec),
             spec_path=str(spec_path),
+            plan_path=str(plan_path),
             script_path=str(script_path),
             max_restarts=s.max_restarts,
             restart_mode=s.requeue,
@@ -319,6 +328,8 @@ def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> 
         script_path=script_path,
         spec_yaml=spec_yaml,
         spec_path=spec_path,
+        plan_json=plan.to_json_text(),
+        plan_path=plan_path,
         log_dir=log_dir,
         partition=s.partition,
     )

@@ -8,6 +8,7 @@ the Job/KubeRay controllers itself by writing pod phases, job conditions and log
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -372,6 +373,35 @@ def test_cli_submits_and_prints_the_handle(
     assert f"vlaunch logs --follow {HANDLE}" in err  # the chart's NOTES
     job = api.get("Job", "ml", NAME)
     assert job is not None and job["spec"]["completions"] == 2
+
+
+@pytest.mark.parametrize("kuberay", [False, True])
+def test_the_configmap_hands_the_launch_plan_to_vlaunch_run(
+    api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kuberay: bool
+) -> None:
+    """The ConfigMap carries `vlaunch plan --json`'s plan for the same flags, mounted beside
+    the job spec, and the driver is started with `--plan` on it."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path, api)))
+    flags = ["--nodes", "2", "train.global_batch_size=32"]
+    mode = ["--kuberay"] if kuberay else []
+    code, _, err = run_cli(["k8s", str(SPECS / "tiny.yaml"), "--namespace", "ml", *mode, *flags])
+    assert code == 0, err
+    code, planned, err = run_cli(["plan", str(SPECS / "tiny.yaml"), "--json", *flags])
+    assert code == 0, err
+    config = api.get("ConfigMap", "ml", NAME)
+    assert config is not None and config["data"]["plan.json"] == planned
+    assert json.loads(planned)["world_size"] == 4
+    if kuberay:
+        rayjob = api.get("RayJob", "ml", NAME)
+        assert rayjob is not None
+        assert " --plan /etc/vlaunch/plan.json " in rayjob["spec"]["entrypoint"]
+    else:
+        job = api.get("Job", "ml", NAME)
+        assert job is not None
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["VLAUNCH_PLAN"] == "/etc/vlaunch/plan.json"  # files/entrypoint.sh passes it
 
 
 def test_cli_wants_the_clusters_hardware_profile() -> None:

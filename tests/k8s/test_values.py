@@ -61,6 +61,7 @@ def test_chart_defaults_match_the_spec_defaults() -> None:
     computed = {
         "runName",
         "job",
+        "plan",
         "nodes",
         "gpusPerNode",
         "outputDir",

@@ -146,6 +146,13 @@ def test_hostile_strings_reach_the_job_exactly(
     assert start["spec"]["name"] == name
     assert start["env"]["VLAUNCH_TEST_EVIL"] == evil
     assert Path(start["argv"][2]).parent == out_dir / name / "slurm"
+    # the launch's plan, handed over beside the spec, is what the driver was given
+    assert Path(start["plan_path"]).parent == out_dir / name / "slurm"
+    assert start["argv"][start["argv"].index("--plan") + 1] == start["plan_path"]
+    assert start["plan"]["name"] == name and start["plan"]["world_size"] == 2
+    rc, planned, err = cli("plan", str(run.spec), "--json")
+    assert rc == 0, err
+    assert start["plan"] == json.loads(planned)  # what `vlaunch plan` printed
     assert Path(final.detail["log"]).parent == out_dir / name / "slurm"
     assert not [p for p in tmp_path.rglob("pwned*")], "a user string ran as a command"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -255,3 +256,27 @@ def test_the_submitted_spec_loads_back_unchanged(tmp_path: Path) -> None:
     expected.output.dir = str(Path("rel/runs").absolute())
     assert again.model_dump() == expected.model_dump()
     assert again.tuning.preset == "fft" and again.resources.nodes == 4
+
+
+def test_the_script_hands_the_launch_plan_to_vlaunch_run(tmp_path: Path) -> None:
+    """The plan written beside the job spec is `vlaunch plan --json`'s, for the same flags,
+    and the script passes it to `vlaunch run --plan`."""
+    spec_file = write_job(tmp_path / "job.yaml", GPU_JOB)
+    flags = ["--nodes", "4", "--gpus-per-node", "4", "train.global_batch_size=64"]
+    rc, script, err = cli("slurm", str(spec_file), "--dry-run", *flags)
+    assert rc == 0, err
+    request = build_request(*_spec_and_plan(tmp_path, *flags))
+    assert request.plan_path == request.spec_path.with_name("vila-ft.plan.json")
+    assert list(request.files) == [request.spec_path, request.plan_path, request.script_path]
+    assert f"#   write {request.plan_path}" in err
+    assert f"VLAUNCH_PLAN={request.plan_path}\n" in script
+    assert '--ray-address "$VLAUNCH_RAY_ADDRESS" \\\n    --plan "$VLAUNCH_PLAN" &' in script
+    rc, planned, err = cli("plan", str(spec_file), "--json", *flags)
+    assert rc == 0, err
+    assert request.plan_json == planned  # byte for byte
+    assert json.loads(planned)["world_size"] == 16
+
+
+def _spec_and_plan(tmp_path: Path, *argv: str):  # type: ignore[no-untyped-def]
+    spec = _spec(tmp_path, GPU_JOB, *argv)
+    return spec, make_plan(spec)
