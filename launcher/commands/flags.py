@@ -32,7 +32,8 @@ from pydantic.fields import FieldInfo
 DEST = "_spec__"
 """Prefix of the argparse `dest` of every generated flag (then the dotted key, `.` -> `__`)."""
 
-_SENTENCE = re.compile(r"\.\s+(?=[A-Z`])")  # the first sentence ends there (not at "e.g.")
+#: Where the first sentence of a description ends (not at "e.g." or "i.e.").
+_SENTENCE = re.compile(r"(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z`])")
 
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -139,13 +140,14 @@ def add_field_flag(
             help=helptext + "; repeat for several",
         )
     elif kind in ("int", "float"):
+        optional = type(None) in typing.get_args(annotation)
         parser.add_argument(
             flag,
             dest=dest,
-            type=int if kind == "int" else float,
+            type=_number(int if kind == "int" else float, optional=optional),
             default=None,
             metavar=metavar or "N",
-            help=helptext,
+            help=helptext + ("; null unsets it" if optional else ""),
         )
     else:
         choices = _choices(annotation)
@@ -157,6 +159,18 @@ def add_field_flag(
             metavar=None if choices else (metavar or _metavar(annotation, dotted)),
             help=helptext,
         )
+
+
+def _number(cast: type, *, optional: bool) -> Any:
+    """argparse's `type` for a number; an optional key also takes `null` (unset)."""
+
+    def parse(text: str) -> Any:
+        if optional and text.strip().lower() in ("null", "none"):
+            return "null"
+        return cast(text)
+
+    parse.__name__ = cast.__name__  # argparse's "invalid int value: 'x'"
+    return parse
 
 
 def _metavar(annotation: Any, dotted: str) -> str:

@@ -14,7 +14,6 @@ script for the current allocation and execute it there.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -24,8 +23,6 @@ from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     from vlaunch_core.spec import JobSpec
-
-logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

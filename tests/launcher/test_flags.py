@@ -53,6 +53,8 @@ CASES: list[tuple[str, list[str], str, Any]] = [
     ("k8s", ["--kuberay-ray-version", "2.60"], 'k8s.kuberay.ray_version="2.60"', "2.60"),
     ("k8s", ["--no-volume"], "k8s.volume.enabled=false", False),
     ("k8s", ["--backoff-limit", "5"], "k8s.backoff_limit=5", 5),
+    ("k8s", ["--ttl-seconds-after-finished", "null"], "k8s.ttl_seconds_after_finished=null", None),
+    ("slurm", ["--ray-port", "31000"], "slurm.ray_port=31000", 31000),
     ("k8s", ["--hf-token", "hf:tok"], "k8s.hf_token=hf:tok", {"name": "hf", "key": "tok"}),
     (
         "k8s",
@@ -96,6 +98,14 @@ def test_every_spec_flag_comes_from_the_one_generator() -> None:
         assert not {d for d in dests if d.startswith(("_slurm__", "_k8s__"))}, name
 
 
-def test_choices_are_checked_on_the_command_line() -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["slurm", "job.yaml", "--requeue", "sometimes"],
+        ["slurm", "job.yaml", "--max-restarts", "null"],  # not optional: a number
+        ["k8s", "job.yaml", "--backoff-limit", "three"],
+    ],
+)
+def test_choices_and_numbers_are_checked_on_the_command_line(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
-        build_parser().parse_known_args(["slurm", "job.yaml", "--requeue", "sometimes"])
+        build_parser().parse_known_args(argv)
