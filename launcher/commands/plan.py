@@ -1,8 +1,9 @@
 """`vlaunch plan JOB.yaml [--nodes N] [--gpus-per-node G] [--profile P] [--json]`.
 
 Exit status: 0 when the plan fits, 1 when the device or the host memory prediction does not
-fit (the table or the JSON, then the reason and the fixes as an error: the same error every
-launch gives before it refuses), 2 for an invalid spec or an impossible batch.
+fit (after the table, the reason and the fixes as an error: the same error every launch
+gives before it refuses; with `--json`, `fits` is false and the notes say why), 2 for an
+invalid spec or an impossible batch.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_job(args)
     plan = make_plan(spec)
-    if args.json:
+    if args.json:  # one JSON document: `fits` and the notes say why not
         sys.stdout.write(plan.to_json_text())
-    else:
-        print_plan(spec, plan)
+        return 0 if plan.fits else 1
+    print_plan(spec, plan)
     plan.require_fit()
     return 0

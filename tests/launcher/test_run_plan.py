@@ -40,10 +40,12 @@ def job(tmp_path: Path) -> Path:
 
 
 def write_plan(job: Path, *overrides: str) -> tuple[Path, str]:
-    """`vlaunch plan --json` of the job, saved as a launch saves it; and its stderr."""
-    _, out, err = run_cli(["plan", str(job), "--json", *overrides])
+    """`vlaunch plan --json` of the job, saved as a launch saves it; and the error
+    `vlaunch plan` prints after its table (empty when the plan fits)."""
+    _, out, _ = run_cli(["plan", str(job), "--json", *overrides])
     path = job.with_name("plan.json")
     path.write_text(out)
+    _, _, err = run_cli(["plan", str(job), *overrides])
     return path, err
 
 
