@@ -1,88 +1,73 @@
-"""Submitted jobs, whatever the backend: a handle names the backend and the job.
+"""Launched jobs, whatever the backend: one set of states, one status type.
 
-Handles are what `vlaunch slurm` and `vlaunch k8s` print: `slurm:<jobid>` (a bare numeric id
-means Slurm too) and `k8s:<namespace>/<name>`. Each backend has a control module with
-
-    status(job_id: str) -> JobStatus
-    logs(job_id: str, *, follow: bool, out: TextIO) -> int
-    cancel(job_id: str) -> JobStatus | None
-
-imported only when a handle names it (`vlaunch --help` stays light).
+Every backend reports `JobStatus`: the state as one `JobState` for every backend, with the
+backend's own word beside it (`COMPLETED` on Slurm, a Job condition or pod phase on
+Kubernetes, the run's `status.json` state locally). Handles and the backend registry are in
+launcher/backends.py.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import enum
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 from vlaunch_core.errors import UserError
 
-#: backend -> its control module, and what to install when it is missing.
-CONTROL_MODULES: dict[str, str] = {
-    "slurm": "launcher.slurm.control",
-    "k8s": "launcher.k8s.control",
-}
-_MISSING = {
-    "slurm": "Slurm support is not installed",
-    "k8s": "Kubernetes support is not installed",
-}
+
+class JobState(enum.StrEnum):
+    """The state of a launched job, the same words for every backend (torchx's `AppState`)."""
+
+    PENDING = "PENDING"
+    """Accepted, not running yet: queued, scheduling, pulling images, requeued."""
+    RUNNING = "RUNNING"
+    """The trainer driver runs (or the job is starting or ending on its nodes)."""
+    SUCCEEDED = "SUCCEEDED"
+    """The run finished."""
+    FAILED = "FAILED"
+    """The run failed: an error, a time limit, a lost node, out of memory."""
+    CANCELLED = "CANCELLED"
+    """Stopped on request (`vlaunch cancel`, scancel, Ctrl-C)."""
+    PREEMPTED = "PREEMPTED"
+    """Stopped by the scheduler to make room, and not coming back by itself."""
+    UNKNOWN = "UNKNOWN"
+    """A state word this vlaunch does not know (`backend_state` says which)."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job has ended (it will not change state by itself any more)."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.PREEMPTED)
 
 
 @dataclass(frozen=True)
 class JobStatus:
-    """The state of a submitted job, as its backend reports it."""
+    """The state of a launched job: what `describe` and `cancel` return on every backend."""
 
     backend: str
-    """`slurm` or `k8s`."""
+    """`local`, `slurm` or `k8s`."""
     job_id: str
-    """The full handle (`slurm:123`, `k8s:ns/name`)."""
-    state: str
-    """The backend's own state word, upper case (`PENDING`, `RUNNING`, `COMPLETED`, ...)."""
+    """The full handle (`slurm:123`, `k8s:ns/name`, `local:/path/runs/name`)."""
+    state: JobState
+    backend_state: str
+    """The backend's own word for it (`COMPLETED`, `Complete`, `Running`, `stopped`, ...)."""
     detail: dict[str, Any] = field(default_factory=dict)
-    """Backend-specific facts (nodes, reason, exit code, log path, ...)."""
+    """Backend-specific facts (nodes, reason, exit code, log path, pods, ...)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "job_id": self.job_id,
-            "state": self.state,
+            "state": self.state.value,
+            "backend_state": self.backend_state,
             "detail": dict(self.detail),
         }
 
-
-def backend_of(handle: str) -> str:
-    """The backend a job handle names."""
-    prefix, sep, rest = handle.partition(":")
-    if not sep:
-        if handle.isdigit():
-            return "slurm"
-        raise UserError(
-            f"'{handle}' is not a job handle",
-            hint="use the handle `vlaunch slurm`/`vlaunch k8s` printed: slurm:<jobid> "
-            "(or a bare Slurm job id) or k8s:<namespace>/<name>",
-        )
-    if prefix not in CONTROL_MODULES or not rest:
-        raise UserError(
-            f"'{handle}' is not a job handle",
-            hint=f"the prefix is one of: {', '.join(f'{b}:' for b in CONTROL_MODULES)}",
-        )
-    return prefix
+    def headline(self) -> str:
+        """`slurm:12  SUCCEEDED (COMPLETED)`."""
+        return f"{self.job_id}  {self.state.value} ({self.backend_state})"
 
 
-def control_module(handle: str) -> ModuleType:
-    """The control module of the backend `handle` names."""
-    backend = backend_of(handle)
-    name = CONTROL_MODULES[backend]
-    try:
-        found = importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # its package is missing too
-        found = False
-    if not found:
-        raise UserError(
-            f"{_MISSING[backend]}: cannot handle '{handle}'",
-            hint="install a vlaunch version that includes it",
-        )
-    return importlib.import_module(name)
+class NoLogYet(UserError):
+    """The job has no log to show yet (not started, or its log is not reachable from here)."""
+
+    exit_code = 1

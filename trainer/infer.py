@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from trainer.trained import LoadedTrained
+    from trainer.trained import LoadedTrained, Trained
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,44 @@ class Predictor:
             cut = next((k for k, t in enumerate(ids) if t in self.stop_ids), len(ids))
             texts.append(self.tokenizer.decode(ids[:cut], skip_special_tokens=True).strip())
         return texts
+
+
+def device_and_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
+    """`auto` resolved: a GPU when there is one; bfloat16 on a GPU that has it, else float32."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        on_gpu = device.startswith("cuda")
+        dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"
+    return device, dtype
+
+
+def load_predictor(
+    trained: Trained,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> Predictor:
+    """A `Predictor` with the weights of `trained` (a run, checkpoint, adapter or model
+    folder), on `device` in `dtype` (`auto`: see `device_and_dtype`), seeded for sampling."""
+    import torch
+
+    from trainer.trained import load_trained
+
+    device, dtype = device_and_dtype(device, dtype)
+    torch.manual_seed(seed)
+    return Predictor(
+        load_trained(trained, dtype=dtype, device=device),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+    )
 
 
 def _float_dtype(model: Any) -> torch.dtype | None:

@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+DOES_NOT_FIT = "does not fit"
+"""The words every note about a prediction that exceeds the hardware contains."""
+
+
+class PlanDoesNotFit(UserError):
+    """The plan's memory prediction exceeds the device or the host memory (exit 1)."""
+
+    exit_code = 1
+
+
 @dataclass
 class Plan:
     name: str
@@ -47,6 +57,28 @@ class Plan:
     def fits(self) -> bool:
         device = self.memory is None or self.memory.fits
         return device and (self.host_memory is None or self.host_memory.fits)
+
+    def fit_error(self) -> PlanDoesNotFit | None:
+        """Why this plan does not fit, as the one error that `vlaunch plan` and every launch
+        report (exit 1); None when it fits."""
+        if self.fits:
+            return None
+        w = self.world
+        reasons = [n for n in self.notes if DOES_NOT_FIT in n] or [
+            f"{DOES_NOT_FIT}: the memory prediction exceeds the hardware"
+        ]
+        return PlanDoesNotFit(
+            f"the plan for '{self.name}' on {w.nodes} node(s) x {w.gpus_per_node} x "
+            f"{w.profile.name}: {'; '.join(reasons)}",
+            hint="change the spec as suggested; `vlaunch plan JOB.yaml` shows the prediction "
+            "by part (nothing was started or submitted)",
+        )
+
+    def require_fit(self) -> None:
+        """The fit gate: raise `PlanDoesNotFit` unless the plan fits."""
+        error = self.fit_error()
+        if error is not None:
+            raise error
 
     def to_json(self) -> dict[str, Any]:
         b = self.batch
@@ -71,6 +103,10 @@ class Plan:
             "plan_notes": list(self.notes),
             "hardware_profile": self.world.profile.model_dump(mode="json"),
         }
+
+    def to_json_text(self) -> str:
+        """A plan file's text (`plan.json`): `to_json` as `vlaunch plan --json` prints it."""
+        return json.dumps(self.to_json(), indent=2, default=str) + "\n"
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plan:
@@ -327,7 +363,7 @@ def make_plan(
 def _host_does_not_fit(host: HostMemoryEstimate) -> str:
     gib = 1024**3
     return (
-        f"host memory does not fit: {host.total / gib:.1f} GiB predicted per node (peak while "
+        f"host memory {DOES_NOT_FIT}: {host.total / gib:.1f} GiB predicted per node (peak while "
         f"{host.peak_phase}) > {host.usable / gib:.1f} GiB usable of {host.node_ram / gib:.1f} "
         "GiB RAM; try " + "; or ".join(host.advice)
     )
@@ -350,6 +386,6 @@ def _does_not_fit_advice(spec: JobSpec, memory: MemoryEstimate) -> str:
         tips.append(f"a shorter data.max_length (now {spec.data.max_length})")
     tips.append("more GPUs or a larger GPU (--profile)")
     return (
-        f"does not fit: {memory.total / gib:.1f} GiB predicted > {memory.usable / gib:.1f} "
+        f"{DOES_NOT_FIT}: {memory.total / gib:.1f} GiB predicted > {memory.usable / gib:.1f} "
         f"GiB usable ({over:.1f} GiB over; largest part: {biggest}); try " + "; or ".join(tips)
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from launcher.commands.infer import add_device_arguments, device_and_dtype
+from launcher.commands.infer import add_device_arguments
 
 if TYPE_CHECKING:
     from trainer.eval_run import Evaluation
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from launcher.commands.common import print_json
     from trainer.eval_run import default_output, evaluate, record
+    from trainer.infer import device_and_dtype
     from trainer.trained import resolve
     from vlaunch_core.errors import UserError
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
     trained = resolve(args.source, args.checkpoint)
-    device, dtype = device_and_dtype(args)
+    device, dtype = device_and_dtype(args.device, args.dtype)
     evaluation = evaluate(
         trained,
         data=args.data,

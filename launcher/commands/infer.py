@@ -64,19 +64,6 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def device_and_dtype(args: argparse.Namespace) -> tuple[str, str]:
-    import torch
-
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = args.dtype
-    if dtype == "auto":
-        on_gpu = device.startswith("cuda")
-        dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"
-    return device, dtype
-
-
 def _check(args: argparse.Namespace) -> None:
     from vlaunch_core.errors import UserError
 
@@ -104,10 +91,8 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     from pathlib import Path
 
-    import torch
-
-    from trainer.infer import Predictor, read_prompts, single_prompt
-    from trainer.trained import load_trained, resolve
+    from trainer.infer import load_predictor, read_prompts, single_prompt
+    from trainer.trained import resolve
 
     trained = resolve(args.source, args.checkpoint)
     prompts = (
@@ -118,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.batch:
         for path in (*args.image, *args.video):
             _require_file(Path(path))
-    device, dtype = device_and_dtype(args)
-    torch.manual_seed(args.seed)
-    predictor = Predictor(
-        load_trained(trained, dtype=dtype, device=device),
+    predictor = load_predictor(
+        trained,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,

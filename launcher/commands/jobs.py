@@ -1,56 +1,65 @@
 """`vlaunch status|logs|cancel JOB_ID`: one command set for every backend.
 
-JOB_ID is the handle `vlaunch slurm` or `vlaunch k8s` printed (`slurm:123`, a bare `123`,
-`k8s:<namespace>/<name>`); the prefix picks the backend's control module
-(`launcher.jobs.control_module`).
+JOB_ID is the handle a launch printed (`slurm:123`, a bare `123`, `k8s:<namespace>/<name>`,
+`local:<run directory>`); the prefix picks the backend (`launcher.jobs.backend_for`). Every
+backend answers with the same `JobStatus`: one state for all backends, the backend's own
+word beside it (both in `--json`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from launcher.commands.common import print_json
 
+if TYPE_CHECKING:
+    from launcher.jobs import JobStatus
+
+_HANDLES = "slurm:<jobid> (or a bare Slurm job id), k8s:<namespace>/<name> or local:<run dir>"
+
 
 def _add_job_id(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "job_id",
-        metavar="JOB_ID",
-        help="slurm:<jobid> (or a bare Slurm job id) or k8s:<namespace>/<name>",
-    )
+    parser.add_argument("job_id", metavar="JOB_ID", help=_HANDLES)
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+def _print_status(status: JobStatus, as_json: bool) -> None:
+    if as_json:
+        print_json(status.to_dict())
+        return
+    print(status.headline())
+    for key, value in status.detail.items():
+        if value not in (None, "", [], {}):
+            print(f"  {key}: {value}")
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     _add_job_id(parser)
-    parser.add_argument("--json", action="store_true", help="print the status as JSON")
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from launcher.jobs import control_module
+    from launcher.backends import backend_for
 
-    status = control_module(args.job_id).status(args.job_id)
-    if args.json:
-        print_json(status.to_dict())
-        return 0
-    print(f"{status.job_id}  {status.state}")
-    for key, value in status.detail.items():
-        if value not in (None, "", [], {}):
-            print(f"  {key}: {value}")
+    _print_status(backend_for(args.job_id).describe(args.job_id), args.json)
     return 0
 
 
 def add_logs_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_job_id(parser)
+    parser.add_argument("job_id", metavar="JOB_ID", help=_HANDLES)
     parser.add_argument(
         "-f", "--follow", action="store_true", help="keep printing new output until the job ends"
     )
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    from launcher.jobs import control_module
+    from launcher.backends import backend_for
 
-    return int(control_module(args.job_id).logs(args.job_id, follow=args.follow, out=sys.stdout))
+    for text in backend_for(args.job_id).log_iter(args.job_id, follow=args.follow):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return 0
 
 
 def add_cancel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,11 +67,7 @@ def add_cancel_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from launcher.jobs import JobStatus, control_module
+    from launcher.backends import backend_for
 
-    result = control_module(args.job_id).cancel(args.job_id)
-    if isinstance(result, JobStatus):
-        print(f"{result.job_id}  {result.state}")
-    else:
-        print(f"cancel requested for {args.job_id}")
+    _print_status(backend_for(args.job_id).cancel(args.job_id), args.json)
     return 0

@@ -1,7 +1,9 @@
 """`vlaunch k8s JOB.yaml [--nodes N] [--gpus-per-node G] [--namespace NS] [--dry-run]`.
 
-Plans the job, renders the `finetune-job` chart with values derived from the spec and the
-plan, and creates the objects with the `kubernetes` client; prints the handle
+Through the launch pipeline (launcher/pipeline.py: validate, plan, fit gate) the job becomes
+the `finetune-job` chart rendered with values derived from the spec and the plan (the plan
+itself goes into the ConfigMap for `vlaunch run --plan`), and the objects are created with
+the `kubernetes` client; prints the handle
 `k8s:<namespace>/<name>` that `vlaunch status|logs|cancel` take. `--dry-run` prints the
 rendered manifests instead, `--print-values` the chart values (for `helm install -f`).
 
@@ -12,77 +14,10 @@ Every `k8s:` option of the spec has a flag, generated from `vlaunch_core/k8s_opt
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import typing
-from typing import Any
 
-from launcher.commands.common import add_job_argument, add_resource_flags, load_job
-
-logger = logging.getLogger(__name__)
-
-
-def _metavar(annotation: Any) -> str:
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is typing.Literal:
-        return "{" + ",".join(str(a) for a in args) + "}"
-    if annotation is int or int in args:
-        return "N"
-    if typing.get_origin(annotation) in (dict, list):
-        return "YAML"
-    names = {getattr(a, "__name__", "") for a in args}
-    if "SecretRef" in names:
-        return "SECRET:KEY"
-    return "VALUE"
-
-
-def _help(description: str | None, dotted: str) -> str:
-    text = " ".join((description or "").split())
-    first = text.split(". ")[0].rstrip(".")
-    return f"{first} (= {dotted})".replace("%", "%%")
-
-
-def add_option_flags(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    model: Any,
-    dotted: str = "k8s",
-    flag: str = "",
-) -> None:
-    """One flag per field of `model` (a spec section), recursing into nested sections.
-
-    `--a-b` is the override `<dotted>.a_b=VALUE`; a nested section's fields get its name as a
-    prefix (`--volume-size`), and its `enabled` field is the section's own flag (`--kuberay`,
-    or `--no-volume` when it defaults to on).
-    """
-    from vlaunch_core.section import Section
-
-    for name, field in model.model_fields.items():
-        key, annotation = f"{dotted}.{name}", field.annotation
-        option = f"{flag}-{name}" if flag else name
-        option = option.replace("_", "-")
-        if isinstance(annotation, type) and issubclass(annotation, Section):
-            add_option_flags(parser, annotation, key, option)
-            continue
-        dest = "_spec__" + key.replace(".", "__")
-        if annotation is bool:
-            on = field.default is True
-            base = flag.replace("_", "-") if name == "enabled" and flag else option
-            parser.add_argument(
-                f"--no-{base}" if on else f"--{base}",
-                dest=dest,
-                action="store_const",
-                const="false" if on else "true",
-                default=None,
-                help=("turn off: " if on else "") + _help(field.description, key),
-            )
-            continue
-        parser.add_argument(
-            f"--{option}",
-            dest=dest,
-            default=None,
-            metavar=_metavar(annotation),
-            help=_help(field.description, key),
-        )
+from launcher.commands.common import add_job_argument, add_resource_flags, job_overrides, run_launch
+from launcher.commands.flags import add_section_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,59 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="kubeconfig context (default: the current one)",
     )
-    add_option_flags(
-        parser.add_argument_group("Kubernetes options (the spec's k8s: section)"), KubernetesOptions
+    add_section_flags(
+        parser.add_argument_group("Kubernetes options (the spec's k8s: section)"),
+        KubernetesOptions,
+        "k8s",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from launcher.k8s.chart import render
-    from launcher.k8s.values import chart_values, paths_outside_volume, values_yaml
-    from vlaunch_core.errors import UserError
-    from vlaunch_core.plan import make_plan
+    from launcher.k8s.backend import KubernetesBackend
 
-    spec = load_job(args)
-    if spec.resources.profile == "auto":
-        raise UserError(
-            "resources.profile is 'auto', which would describe this machine, not the cluster",
-            hint="name the cluster nodes' hardware profile: --profile h100-80gb (see "
-            "`vlaunch profiles`), or --profile cpu",
-        )
-    plan = make_plan(spec)
-    opts = spec.k8s
-    if opts.kuberay.enabled and "ttl_seconds_after_finished" in opts.model_fields_set:
-        logger.warning(
-            "k8s.ttl_seconds_after_finished is not used with KubeRay: the Ray "
-            "cluster is deleted as soon as the job finishes"
-        )
-    outside = paths_outside_volume(spec)
-    if outside:
-        logger.warning(
-            "these inputs are not on the pods' volume (%s), so they must exist in the "
-            "image at the same path: %s",
-            opts.volume.mount_path,
-            ", ".join(outside),
-        )
-    values = chart_values(spec, plan.world)
+    backend = KubernetesBackend(context=args.context)
+    overrides = job_overrides(args)
     if args.print_values:
-        sys.stdout.write(values_yaml(values))
+        sys.stdout.write(backend.dryrun(args.job, overrides).request.values_yaml())
         return 0
-    rendered = render(values, opts.namespace)
-    if args.dry_run:
-        if not plan.fits:
-            logger.warning("%s", "; ".join(plan.notes))
-        sys.stdout.write(rendered.text)
-        return 0
-    if not plan.fits:
-        raise UserError(
-            f"the plan of '{spec.name}' does not fit on {plan.world.nodes} x "
-            f"{plan.world.gpus_per_node} {plan.world.profile.name}: {'; '.join(plan.notes)}",
-            hint="see `vlaunch plan` for the memory prediction; nothing was submitted",
-        )
-    from launcher.k8s.kubeapi import Kube, default_api_client
-    from launcher.k8s.submit import submit
-
-    job_id = submit(Kube(default_api_client(args.context)), rendered, opts.namespace)
-    print(rendered.notes.strip(), file=sys.stderr)
-    print(job_id)
-    return 0
+    return run_launch(backend, args.job, overrides, dry_run=args.dry_run)

@@ -1,8 +1,10 @@
 """`vlaunch local JOB.yaml [--gpus N | --workers N] [key=value ...]`: train on this machine.
 
-Starts a local Ray cluster sized to the plan, trains (or resumes the run of the same name),
-prints where the outputs are. `--gpus 0` or `--workers N` trains on the CPU (N processes).
-Ctrl-C saves a checkpoint at the next step and exits with 75; run the same command to resume.
+Through the launch pipeline (launcher/pipeline.py: validate, plan, fit gate), starts a local
+Ray cluster sized to the plan, trains (or resumes the run of the same name), prints where the
+outputs are. `--gpus 0` or `--workers N` trains on the CPU (N processes). `--dry-run` prints
+the resolved spec and what it would start, and starts nothing. Ctrl-C saves a checkpoint at
+the next step and exits with 75; run the same command to resume.
 
 Exit status: 0 finished, 75 stopped with a resumable checkpoint, 1 failed or the plan does
 not fit, 2 invalid spec.
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from launcher.commands.common import add_job_argument, add_spec_flag, load_job
+from launcher.commands.common import add_job_argument, job_overrides, run_launch
+from launcher.commands.flags import add_field_flag
 from vlaunch_core.errors import UserError
 
 
@@ -34,8 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train on the CPU with N worker processes "
         "(= resources.profile=cpu resources.gpus_per_node=N)",
     )
-    add_spec_flag(parser, "--profile", "resources.profile", metavar="P")
+    add_field_flag(parser, "--profile", "resources.profile", metavar="P")
     parser.add_argument("--no-plan", action="store_true", help="do not print the plan first")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved spec and what would start (after the plan and fit checks); "
+        "start nothing",
+    )
 
 
 def device_overrides(gpus: int | None, workers: int | None) -> list[str]:
@@ -68,8 +77,8 @@ def device_overrides(gpus: int | None, workers: int | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from launcher.local import run_local
+    from launcher.local import LocalBackend
 
     args.overrides = device_overrides(args.gpus, args.workers) + list(args.overrides or [])
-    spec = load_job(args)
-    return run_local(spec, show_plan=not args.no_plan)
+    backend = LocalBackend(show_plan=not args.no_plan)
+    return run_launch(backend, args.job, job_overrides(args), dry_run=args.dry_run)

@@ -1,8 +1,9 @@
-"""`vlaunch run JOB.yaml [--ray-address ADDR] [key=value ...]`: the in-cluster entry point.
+"""`vlaunch run JOB.yaml [--plan PLAN.json] [--ray-address ADDR] [key=value ...]`.
 
-Used by the Slurm job scripts and the Helm chart once their Ray cluster is up: joins it
-(`--ray-address`, else $RAY_ADDRESS, else `auto`), waits for the plan's devices to join, and
-runs the trainer driver. The contract (docs/trainer.md):
+The in-cluster entry point, used by the Slurm job scripts and the Helm chart once their Ray
+cluster is up: joins it (`--ray-address`, else $RAY_ADDRESS, else `auto`), waits for the
+plan's devices to join, and runs the trainer driver with the launch's plan (`--plan
+PLAN.json`; without it, it plans again). The contract (docs/trainer.md):
 
 - exit 0: the run finished (checkpoints, export, eval.json are in the run directory);
 - exit 75 (EX_TEMPFAIL): it was stopped on purpose (SIGUSR1 before a time limit, SIGTERM on
@@ -34,10 +35,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=600.0,
         help="how long to wait for the plan's GPUs/CPUs to join the cluster (default: 600)",
     )
+    parser.add_argument(
+        "--plan",
+        metavar="PLAN.json",
+        default=None,
+        help="the launch's plan (`vlaunch slurm` and `vlaunch k8s` write it beside the job "
+        "spec); without it the job is planned here",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from launcher.local import run_on_cluster
+    from launcher.cluster_run import run_on_cluster
+    from vlaunch_core.plan import read_plan
 
     spec = load_job(args)
-    return run_on_cluster(spec, address=args.ray_address, wait_seconds=args.wait_for_workers)
+    plan = read_plan(args.plan) if args.plan else None
+    return run_on_cluster(
+        spec, plan=plan, address=args.ray_address, wait_seconds=args.wait_for_workers
+    )

@@ -1,7 +1,8 @@
 """`vlaunch slurm JOB.yaml [--nodes N] [--partition P] ... [--variant NAME] [--dry-run]`.
 
-Renders the job into one sbatch script (Ray across the allocation, then the trainer driver,
-requeue before the time limit) and submits it with `sbatch --parsable`; prints the handle
+Through the launch pipeline (launcher/pipeline.py: validate, plan, fit gate) the job becomes
+one sbatch script (Ray across the allocation, then the trainer driver with the launch's
+plan, requeue before the time limit), submitted with `sbatch --parsable`; prints the handle
 `slurm:<jobid>` that `vlaunch status|logs|cancel` take. `--dry-run` prints the script and
 submits nothing. Every `slurm:` option of the spec has a flag generated from
 `vlaunch_core/slurm_options.py` (`--max-restarts 5` is the override `slurm.max_restarts=5`).
@@ -13,92 +14,27 @@ script for the current allocation and execute it there.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
-import re
-import sys
-import typing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from launcher.commands.common import add_job_argument, add_resource_flags, spec_flag_overrides
+from launcher.commands.common import add_job_argument, add_resource_flags, job_overrides, run_launch
+from launcher.commands.flags import add_section_flags
 from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     from vlaunch_core.spec import JobSpec
 
-logger = logging.getLogger(__name__)
-
-_DEST = "_slurm__"
-_SENTENCE = re.compile(r"\.\s+(?=[A-Z])")  # not after "e.g."
-
-
-def _kind(annotation: Any) -> tuple[str, tuple[str, ...]]:
-    """How a field is given on the command line: bool, int, list, or str (with choices)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if annotation is bool:
-        return "bool", ()
-    if typing.get_origin(annotation) is typing.Literal:
-        return "str", tuple(str(a) for a in typing.get_args(annotation))
-    if annotation is int or args == [int]:
-        return "int", ()
-    if typing.get_origin(annotation) is list:
-        return "list", ()
-    return "str", ()
-
-
-def add_option_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """One flag per field of the spec's `slurm:` section, help text from its docstring."""
-    from vlaunch_core.slurm_options import SlurmOptions
-
-    for name, field in SlurmOptions.model_fields.items():
-        text = _SENTENCE.split(" ".join((field.description or "").split()))[0].rstrip(".")
-        helptext = f"{text} (= slurm.{name})".replace("%", "%%")
-        flag, dest = "--" + name.replace("_", "-"), _DEST + name
-        kind, choices = _kind(field.annotation)
-        if kind == "bool":
-            parser.add_argument(flag, dest=dest, action="store_true", default=None, help=helptext)
-        elif kind == "list":
-            parser.add_argument(
-                flag,
-                dest=dest,
-                action="append",
-                metavar="VALUE",
-                help=helptext + "; repeat for several",
-            )
-        elif kind == "int":
-            parser.add_argument(flag, dest=dest, type=int, metavar="N", help=helptext)
-        else:
-            parser.add_argument(
-                flag,
-                dest=dest,
-                choices=choices or None,
-                metavar=name.upper() if not choices else None,
-                help=helptext,
-            )
-
-
-def option_overrides(args: argparse.Namespace) -> list[str]:
-    """The `slurm.<field>=value` overrides the flags stand for (strings JSON-quoted, so that
-    `--time 10` stays the string "10" and any character survives the YAML parse)."""
-    out = []
-    for key, value in vars(args).items():
-        if not key.startswith(_DEST) or value is None:
-            continue
-        name = key[len(_DEST) :]
-        encoded = (
-            "true"
-            if value is True
-            else (str(value) if isinstance(value, int) else json.dumps(value))
-        )
-        out.append(f"slurm.{name}={encoded}")
-    return out
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vlaunch_core.slurm_options import SlurmOptions
+
     add_job_argument(parser)
     add_resource_flags(parser)
-    add_option_flags(parser.add_argument_group("Slurm options (the job spec's slurm: section)"))
+    add_section_flags(
+        parser.add_argument_group("Slurm options (the job spec's slurm: section)"),
+        SlurmOptions,
+        "slurm",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -130,49 +66,37 @@ def allocation_overrides() -> list[str]:
     return out
 
 
-def load_slurm_spec(path: str, overrides: list[str], user_overrides: list[str]) -> JobSpec:
-    """The spec with flags, overrides and then the variant's overrides applied."""
+def with_variant(path: str, overrides: list[str], user_overrides: list[str]) -> list[str]:
+    """`overrides` and then the overrides of the spec's variant (`--variant` or
+    `slurm.variant`), which the user's own `key=value` overrides must not contradict."""
     from launcher.slurm.variants import check_conflicts, variant_overrides
     from vlaunch_core.spec_load import load_spec
 
     variant = load_spec(path, overrides, check=False).slurm.variant
     if variant is None:
-        return load_spec(path, overrides)
+        return overrides
     check_conflicts(variant, user_overrides)
-    return load_spec(path, overrides + variant_overrides(variant))
+    return overrides + variant_overrides(variant)
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """The spec overrides of a `vlaunch slurm` command line: flags, `key=value`, the
+    allocation (`--in-allocation`), then the variant."""
+    overrides = job_overrides(args)
+    if args.in_allocation:
+        overrides += allocation_overrides()
+    return with_variant(args.job, overrides, list(getattr(args, "overrides", None) or []))
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
-    """The job spec of a `vlaunch slurm` command line."""
-    user = list(getattr(args, "overrides", None) or [])
-    overrides = spec_flag_overrides(args) + option_overrides(args) + user
-    if args.in_allocation:
-        overrides += allocation_overrides()
-    return load_slurm_spec(args.job, overrides, user)
+    """The job spec of a `vlaunch slurm` command line (as the pipeline validates it)."""
+    from vlaunch_core.spec import load_spec
+
+    return load_spec(args.job, overrides_from_args(args))
 
 
 def run(args: argparse.Namespace) -> int:
-    from launcher.slurm.render import build_request
-    from launcher.slurm.submit import submit, write_files
+    from launcher.slurm.backend import SlurmBackend
 
-    spec = spec_from_args(args)
-    request = build_request(spec, in_allocation=args.in_allocation)
-    if args.dry_run:
-        print(
-            "# vlaunch slurm --dry-run: nothing written, nothing submitted. It would:",
-            file=sys.stderr,
-        )
-        for line in request.describe().splitlines():
-            print(f"#   {line}", file=sys.stderr)
-        sys.stdout.write(request.materialize())
-        return 0
-    if args.in_allocation:
-        write_files(request)
-        logger.info("running %s in job %s", request.script_path, os.environ["SLURM_JOB_ID"])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execvp("bash", ["bash", str(request.script_path)])
-    job_id = submit(request)
-    print(f"slurm:{job_id}")
-    logger.info("log: %s", request.log_file(job_id))
-    return 0
+    backend = SlurmBackend(in_allocation=args.in_allocation)
+    return run_launch(backend, args.job, overrides_from_args(args), dry_run=args.dry_run)

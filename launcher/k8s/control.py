@@ -8,35 +8,37 @@ on to the replacement pod when the driver pod is replaced (exit 75, node drain).
 deletes the workload (its pods, or the Ray cluster, go with it) and every object labelled
 with the run, except the data claim: it holds the checkpoints a resubmission resumes from.
 
-The `kubernetes` ApiClient is injected (`KubernetesControl(api_client)`); the module-level
-functions build one from the kubeconfig when none is given.
+States: the Job's condition (`Complete`, `Failed`, ...) or, before it has one, the driver
+pod's phase; the RayJob's `jobDeploymentStatus/jobStatus`; mapped to `JobState` by
+`job_state` and `rayjob_state` and kept beside it.
+
+The `kubernetes` ApiClient is injected (`KubernetesControl(api_client)`);
+`launcher.k8s.backend.KubernetesBackend` builds one from the kubeconfig when none is given.
 """
 
 from __future__ import annotations
 
+import codecs
 import logging
-import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
-from launcher.k8s.kubeapi import Kube, KubeError, default_api_client
+from launcher.jobs import JobState, JobStatus, NoLogYet
+from launcher.k8s.kubeapi import Kube, KubeError
 from launcher.k8s.submit import find_workload, handle, selector
 from vlaunch_core.errors import UserError
-
-if TYPE_CHECKING:
-    from launcher.jobs import JobStatus
 
 logger = logging.getLogger(__name__)
 
 BACKEND = "k8s"
-PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-    "PENDING",
-    "RUNNING",
-    "SUCCEEDED",
-    "FAILED",
-    "CANCELLED",
-)
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+#: The Job conditions that decide a run's state, in the order they are looked at.
+JOB_CONDITIONS: dict[str, JobState] = {
+    "Complete": JobState.SUCCEEDED,
+    "Failed": JobState.FAILED,
+    "FailureTarget": JobState.FAILED,  # the Job controller is about to fail the Job
+    "Suspended": JobState.PENDING,
+}
 #: Pod phases in which a container has started, so there is a log to read.
 STARTED = ("Running", "Succeeded", "Failed")
 #: Kinds `cancel` deletes by label (the data claim is kept on purpose).
@@ -65,10 +67,10 @@ def parse_job_id(job_id: str) -> RunRef:
     return RunRef(namespace, name)
 
 
-def _status(ref: RunRef, state: str, detail: dict[str, Any]) -> JobStatus:
-    from launcher.jobs import JobStatus
-
-    return JobStatus(backend=BACKEND, job_id=ref.job_id, state=state, detail=detail)
+def _status(ref: RunRef, state: tuple[JobState, str], detail: dict[str, Any]) -> JobStatus:
+    return JobStatus(
+        backend=BACKEND, job_id=ref.job_id, state=state[0], backend_state=state[1], detail=detail
+    )
 
 
 def _true_conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -100,6 +102,36 @@ def _pod_index(pod: dict[str, Any]) -> int:
 
 def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
+
+
+def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[JobState, str]:
+    """The state of an Indexed Job run, and its word: the deciding condition, else the
+    driver pod's phase (`NoDriverPod` before pod 0 exists)."""
+    conditions = _true_conditions(job)
+    for condition, state in JOB_CONDITIONS.items():
+        if condition in conditions:
+            return state, condition
+    driver = _newest([p for p in pods if _pod_index(p) == 0])
+    if driver is None:
+        return JobState.PENDING, "NoDriverPod"
+    phase = str((driver.get("status") or {}).get("phase") or "Unknown")
+    return (JobState.RUNNING if phase == "Running" else JobState.PENDING), phase
+
+
+def rayjob_state(rayjob: dict[str, Any]) -> tuple[JobState, str]:
+    """The state of a KubeRay run, and its word (`jobDeploymentStatus/jobStatus`)."""
+    status = rayjob.get("status") or {}
+    deployment = str(status.get("jobDeploymentStatus") or "")
+    job_status = str(status.get("jobStatus") or "")
+    word = "/".join(w for w in (deployment, job_status) if w) or "New"
+    if deployment == "Complete":
+        done = {"SUCCEEDED": JobState.SUCCEEDED, "STOPPED": JobState.CANCELLED}
+        return done.get(job_status, JobState.FAILED), word
+    if deployment in ("Failed", "ValidationFailed"):
+        return JobState.FAILED, word
+    if deployment in ("Running", "Retrying") or job_status == "RUNNING":
+        return JobState.RUNNING, word
+    return JobState.PENDING, word
 
 
 class KubernetesControl:
@@ -145,7 +177,9 @@ class KubernetesControl:
         return _status(ref, state, detail)
 
     @staticmethod
-    def _job_state(job: dict[str, Any], pods: list[dict[str, Any]], detail: dict[str, Any]) -> str:
+    def _job_state(
+        job: dict[str, Any], pods: list[dict[str, Any]], detail: dict[str, Any]
+    ) -> tuple[JobState, str]:
         spec, status = job.get("spec") or {}, job.get("status") or {}
         detail.update(
             nodes=spec.get("completions"),
@@ -154,46 +188,30 @@ class KubernetesControl:
             failed=status.get("failed", 0),
         )
         conditions = _true_conditions(job)
-        for kind in ("Complete", "Failed", "FailureTarget", "Suspended"):
+        for kind in JOB_CONDITIONS:
             if kind in conditions:
                 detail["reason"] = conditions[kind].get("reason")
                 detail["message"] = conditions[kind].get("message")
                 break
-        if "Complete" in conditions:
-            return SUCCEEDED
-        if "Failed" in conditions or "FailureTarget" in conditions:
-            return FAILED
-        driver = _newest([p for p in pods if _pod_index(p) == 0])
-        if driver is not None and (driver.get("status") or {}).get("phase") == "Running":
-            return RUNNING
-        return PENDING
+        return job_state(job, pods)
 
     @staticmethod
-    def _rayjob_state(rayjob: dict[str, Any], detail: dict[str, Any]) -> str:
+    def _rayjob_state(rayjob: dict[str, Any], detail: dict[str, Any]) -> tuple[JobState, str]:
         status = rayjob.get("status") or {}
-        deployment = status.get("jobDeploymentStatus") or ""
-        job_status = status.get("jobStatus") or ""
         detail.update(
-            job_deployment_status=deployment,
-            job_status=job_status,
+            job_deployment_status=status.get("jobDeploymentStatus") or "",
+            job_status=status.get("jobStatus") or "",
             ray_cluster=status.get("rayClusterName"),
             reason=status.get("reason"),
             message=status.get("message"),
         )
-        if deployment == "Complete":
-            return {"SUCCEEDED": SUCCEEDED, "STOPPED": CANCELLED}.get(job_status, FAILED)
-        if deployment in ("Failed", "ValidationFailed"):
-            return FAILED
-        if deployment in ("Running", "Retrying") or job_status == "RUNNING":
-            return RUNNING
-        return PENDING
+        return rayjob_state(rayjob)
 
     # ------------------------------------------------------------------ logs
 
-    def logs(self, job_id: str, *, follow: bool = False, out: IO[str] | None = None) -> int:
-        """Write the driver's log to `out`; with `follow`, until the run ends. Returns the exit
-        status for the CLI: 0, or 1 when there is no driver log to show."""
-        out = out or sys.stdout
+    def log_iter(self, job_id: str, *, follow: bool = False) -> Iterator[str]:
+        """The driver's log as it comes; with `follow`, until the run ends (across
+        replacement driver pods). `NoLogYet` when no driver pod has started."""
         ref = parse_job_id(job_id)
         kind, _ = self._require(ref)
         if kind == "RayJob":
@@ -205,29 +223,28 @@ class KubernetesControl:
             pod = self._next_driver(ref, extra, seen, wait=follow)
             if pod is None:
                 if not seen:
-                    print(
+                    raise NoLogYet(
                         f"{ref.job_id}: no driver log: the driver pod has not started",
-                        file=sys.stderr,
+                        hint="`vlaunch logs --follow` waits for it",
                     )
-                    return 1
-                return 0
+                return
             meta = pod["metadata"]
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             for chunk in self.kube.pod_log(meta["name"], ref.namespace, container, follow=follow):
-                out.write(chunk.decode("utf-8", errors="replace"))
-                out.flush()
+                text = decoder.decode(chunk)
+                if text:
+                    yield text
             seen.add(meta["uid"])
             if not follow:
-                return 0
+                return
 
     def _terminal(self, ref: RunRef) -> bool:
         found = self.workload(ref)
         if found is None:
             return True
         kind, obj = found
-        detail: dict[str, Any] = {}
-        if kind == "RayJob":
-            return self._rayjob_state(obj, detail) in TERMINAL
-        return self._job_state(obj, [], detail) in TERMINAL
+        state = rayjob_state(obj) if kind == "RayJob" else job_state(obj, [])
+        return state[0].is_terminal
 
     def _next_driver(
         self, ref: RunRef, extra: str, seen: set[str], *, wait: bool
@@ -292,22 +309,4 @@ class KubernetesControl:
             else f"leftovers labelled {sel}",
             "kept_claims": [c["metadata"]["name"] for c in claims],
         }
-        return _status(ref, CANCELLED, detail)
-
-
-def status(job_id: str, *, api_client: Any = None) -> JobStatus:
-    """The state of the run `k8s:<namespace>/<name>`."""
-    return KubernetesControl(api_client or default_api_client()).status(job_id)
-
-
-def logs(
-    job_id: str, *, follow: bool = False, out: IO[str] | None = None, api_client: Any = None
-) -> int:
-    """Write the run's driver log to `out` (stdout); follow it until the run ends."""
-    control = KubernetesControl(api_client or default_api_client())
-    return control.logs(job_id, follow=follow, out=out)
-
-
-def cancel(job_id: str, *, api_client: Any = None) -> JobStatus:
-    """Delete the run's objects (the data claim is kept)."""
-    return KubernetesControl(api_client or default_api_client()).cancel(job_id)
+        return _status(ref, (JobState.CANCELLED, "Deleted"), detail)

@@ -1,5 +1,6 @@
 """The chart's values for a job: the spec's `k8s:` section in camelCase, plus what the spec and
-its plan say about the run (name, nodes, GPUs, resources, where outputs go in the pods).
+its plan say about the run (name, nodes, GPUs, resources, where outputs go in the pods), and
+the plan itself (`plan.json` in the ConfigMap, for `vlaunch run --plan`).
 
 `vlaunch k8s --print-values` prints exactly this, so `helm install -f` renders the same
 manifests as `vlaunch k8s`.
@@ -18,6 +19,7 @@ from vlaunch_core.section import Section
 
 if TYPE_CHECKING:
     from vlaunch_core.k8s_options import KubernetesOptions
+    from vlaunch_core.plan import Plan
     from vlaunch_core.profiles import World
     from vlaunch_core.spec import JobSpec
 
@@ -86,13 +88,15 @@ def default_requests(opts: KubernetesOptions, world: World) -> tuple[str, str]:
     return opts.cpu or cpu, opts.memory or memory
 
 
-def chart_values(spec: JobSpec, world: World) -> dict[str, Any]:
-    """The finetune-job chart's values for `spec` on `world` (nodes x devices x profile)."""
+def chart_values(spec: JobSpec, plan: Plan) -> dict[str, Any]:
+    """The finetune-job chart's values for `spec` with its `plan` (on the plan's world)."""
     opts = spec.k8s
+    world = plan.world
     cpu, memory = default_requests(opts, world)
     values: dict[str, Any] = {
         "runName": spec.name,
         "job": spec.to_yaml(),
+        "plan": plan.to_json_text(),
         "nodes": world.nodes,
         "gpusPerNode": world.gpus_per_node if world.profile.is_gpu else 0,
         "outputDir": pod_output_dir(spec),

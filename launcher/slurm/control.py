@@ -3,7 +3,8 @@
 The state comes from `squeue -h -o` (fields split on a control character, so names with
 spaces or `|` parse), the restart count, exit code and log path from the one-line
 `scontrol show job -o`. A job Slurm has forgotten (MinJobAge) is looked up with `sacct` when
-the cluster keeps accounting. Parse failures show the raw output.
+the cluster keeps accounting. Parse failures show the raw output. Slurm's state words are
+mapped to `JobState` by `SLURM_STATES` and kept beside it.
 """
 
 from __future__ import annotations
@@ -12,35 +13,46 @@ import codecs
 import logging
 import re
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any
 
+from launcher.jobs import JobState, JobStatus, NoLogYet
 from launcher.slurm.submit import Runner, SlurmCommandError, checked, run_command
 from vlaunch_core.errors import UserError
-
-if TYPE_CHECKING:
-    from launcher.jobs import JobStatus
 
 logger = logging.getLogger(__name__)
 
 BACKEND = "slurm"
 SEP = "\x1f"  # ASCII unit separator: cannot appear in a job name from an #SBATCH line
-TERMINAL = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "PREEMPTED",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "OUT_OF_MEMORY",
-        "REVOKED",
-    }
-)
+#: Slurm's job states (squeue `%T`, sacct `State`) as vlaunch's.
+SLURM_STATES: dict[str, JobState] = {
+    "PENDING": JobState.PENDING,
+    "CONFIGURING": JobState.PENDING,  # nodes allocated, booting
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "RESV_DEL_HOLD": JobState.PENDING,
+    "SUSPENDED": JobState.PENDING,  # paused with its allocation; it resumes
+    "STOPPED": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,  # the script ended, its processes are being cleaned up
+    "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "COMPLETED": JobState.SUCCEEDED,
+    "FAILED": JobState.FAILED,
+    "TIMEOUT": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "DEADLINE": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "SPECIAL_EXIT": JobState.FAILED,
+    "REVOKED": JobState.FAILED,
+    "CANCELLED": JobState.CANCELLED,
+    "PREEMPTED": JobState.PREEMPTED,
+}
 _SQUEUE_FIELDS = ("job_id", "state", "reason", "elapsed", "time_limit", "nodes", "nodelist", "name")
 _SQUEUE_FORMAT = SEP.join(("%i", "%T", "%r", "%M", "%l", "%D", "%N", "%j"))
 _SCONTROL_KEY = re.compile(r"(?:^| )([A-Za-z][A-Za-z0-9_/:]*)=")
@@ -123,10 +135,15 @@ def _sacct(jid: str, runner: Runner) -> dict[str, str] | None:
     return dict(zip(names, fields, strict=True))
 
 
-def _job_status(handle: str, state: str, detail: dict[str, Any]) -> JobStatus:
-    from launcher.jobs import JobStatus
+def job_state(word: str) -> JobState:
+    """vlaunch's state for a Slurm state word (`CANCELLED by 0` is CANCELLED)."""
+    return SLURM_STATES.get(word.split(maxsplit=1)[0] if word.strip() else "", JobState.UNKNOWN)
 
-    return JobStatus(backend=BACKEND, job_id=handle, state=state, detail=detail)
+
+def _job_status(handle: str, word: str, detail: dict[str, Any]) -> JobStatus:
+    return JobStatus(
+        backend=BACKEND, job_id=handle, state=job_state(word), backend_state=word, detail=detail
+    )
 
 
 def status(job_id: str, *, runner: Runner = run_command) -> JobStatus:
@@ -184,20 +201,18 @@ def _log_file(jid: str, runner: Runner) -> Path:
     return Path(path)
 
 
-def logs(
+def log_iter(
     job_id: str,
     *,
     follow: bool = False,
-    out: TextIO | None = None,
     runner: Runner = run_command,
     poll_seconds: float = 1.0,
-) -> int:
-    """Write the job's log to `out`; with `follow`, keep going until the job ends.
+) -> Iterator[str]:
+    """The job's log as it is written; with `follow`, until the job ends.
 
     A requeued job appends to the same file (`--open-mode=append`), so following it spans
     its restarts.
     """
-    out = out or sys.stdout
     jid = parse_job_id(job_id)
     if _squeue(jid, runner) is None:
         raise _forgotten(jid)
@@ -207,41 +222,41 @@ def logs(
     while True:
         ended = _ended(jid, runner)  # before reading: nothing written after it is missed
         if path.is_file():
-            offset = _copy_from(path, offset, out, decoder)
+            text, offset = _read_from(path, offset, decoder)
+            if text:
+                yield text
         elif not follow or ended:
-            raise UserError(
+            raise NoLogYet(
                 f"job {jid} has no log yet at {path}",
                 hint="it has not started, or that folder is not shared with this machine; "
                 "`vlaunch logs --follow` waits for it",
             )
         if not follow or ended:
-            return 0
-        time.sleep(poll_seconds)
+            return
+        time.sleep(poll_seconds)  # polling a file another machine writes
 
 
 def _ended(jid: str, runner: Runner) -> bool:
     row = _squeue(jid, runner)
-    return row is None or row["state"] in TERMINAL
+    return row is None or job_state(row["state"]).is_terminal
 
 
-def _copy_from(path: Path, offset: int, out: TextIO, decoder: codecs.IncrementalDecoder) -> int:
-    """Copy `path` from byte `offset` to `out`; the new offset (0 again if it shrank)."""
+def _read_from(path: Path, offset: int, decoder: codecs.IncrementalDecoder) -> tuple[str, int]:
+    """The text of `path` from byte `offset`, and the new offset (from 0 if it shrank)."""
     if path.stat().st_size < offset:
         offset = 0
         decoder.reset()
     with path.open("rb") as f:
         f.seek(offset)
         data = f.read()
-    text = decoder.decode(data)
-    if text:
-        out.write(text)
-        out.flush()
-    return offset + len(data)
+    return decoder.decode(data), offset + len(data)
 
 
-def cancel(job_id: str, *, runner: Runner = run_command) -> None:
-    """`scancel` the job (its steps get SIGTERM, then SIGKILL after KillWait)."""
+def cancel(job_id: str, *, runner: Runner = run_command) -> JobStatus:
+    """`scancel` the job (its steps get SIGTERM, then SIGKILL after KillWait); its status
+    right after (a running job passes through COMPLETING before CANCELLED)."""
     jid = parse_job_id(job_id)
     if _squeue(jid, runner) is None:
         raise _forgotten(jid)
     checked(runner, ["scancel", jid], f"scancel failed for job {jid}")
+    return status(job_id, runner=runner)

@@ -1,12 +1,13 @@
 """Render a job spec into the sbatch script `vlaunch slurm` submits (the dry-run half).
 
-`build_request(spec)` returns a `SlurmRequest`: the script text, the resolved spec written
-next to it, where both go, and the sbatch command line. Nothing touches the cluster or the
-disk here; `launcher.slurm.submit` does that. The script comes from the Jinja2 templates in
-`slurm/templates/` (StrictUndefined); every user string reaches it through the template's
-`quote` filter (shell) or, in the `#SBATCH` lines built here, `sbatch_quote`, so no name,
-path or value can run a command. `slurm.setup` lines are the exception by design: they are
-shell code.
+`build_request(spec, plan)` returns a `SlurmRequest`: the script text, the resolved spec and
+the launch's plan written next to it (`vlaunch run SPEC --plan PLAN`: the workers train with
+the plan the launch checked), where they go, and the sbatch command line. Nothing touches
+the cluster or the disk here; `launcher.slurm.submit` does that. The script comes from the
+Jinja2 templates in `slurm/templates/` (StrictUndefined); every user string reaches it through
+the template's `quote` filter (shell) or, in the `#SBATCH` lines built here, `sbatch_quote`,
+so no name, path or value can run a command. `slurm.setup` lines are the exception by design:
+they are shell code.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from vlaunch_core.slurm_options import time_limit_seconds
 if TYPE_CHECKING:
     import jinja2
 
+    from vlaunch_core.plan import Plan
     from vlaunch_core.spec import JobSpec
 
 EXIT_INTERRUPTED = 75
@@ -106,13 +108,19 @@ class SlurmRequest:
     script_path: Path
     spec_yaml: str
     spec_path: Path
+    plan_json: str
+    plan_path: Path
     log_dir: Path
     partition: str | None = None
 
     @property
     def files(self) -> dict[Path, str]:
-        """What submitting writes, in order: the resolved spec, then the script."""
-        return {self.spec_path: self.spec_yaml, self.script_path: self.script}
+        """What submitting writes, in order: the resolved spec, the plan, then the script."""
+        return {
+            self.spec_path: self.spec_yaml,
+            self.plan_path: self.plan_json,
+            self.script_path: self.script,
+        }
 
     @property
     def sbatch_argv(self) -> list[str]:
@@ -138,6 +146,11 @@ class SlurmRequest:
 
 def _absolute(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().absolute())
+
+
+def check_spec(spec: JobSpec, *, in_allocation: bool = False) -> None:
+    """What keeps `spec` from becoming a safe sbatch script, all problems at once."""
+    raise_if_any("cannot render the Slurm job", _problems(spec, in_allocation))
 
 
 def _problems(spec: JobSpec, in_allocation: bool) -> list[Problem]:
@@ -231,15 +244,13 @@ def _tuning_summary(spec: JobSpec) -> str:
     return text
 
 
-def build_request(spec: JobSpec, *, in_allocation: bool = False) -> SlurmRequest:
-    """The request for `spec` (already validated, variant applied)."""
-    from vlaunch_core.profiles import resolve_world
-
-    raise_if_any("cannot render the Slurm job", _problems(spec, in_allocation))
+def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> SlurmRequest:
+    """The request that runs `spec` (validated, variant applied) with `plan` (its plan)."""
+    check_spec(spec, in_allocation=in_allocation)
     s = spec.slurm
     spec = spec.model_copy(deep=True)
     spec.output.dir = _absolute(spec.output.dir)  # the job must not depend on its cwd
-    world = resolve_world(spec)
+    world = plan.world
     profile = world.profile
     gpus = world.gpus_per_node if profile.is_gpu else 0
     procs_per_node = world.gpus_per_node
@@ -256,6 +267,7 @@ def build_request(spec: JobSpec, *, in_allocation: bool = False) -> SlurmRequest
     spec_yaml = submitted_yaml(spec)
     # Named after the run: a new submission of the same run replaces them (and resumes it).
     spec_path, script_path = log_dir / f"{job_name}.job.yaml", log_dir / f"{job_name}.sbatch"
+    plan_path = log_dir / f"{job_name}.plan.json"
 
     header = [
         f"--job-name={sbatch_quote(job_name)}",
@@ -295,6 +307,7 @@ def build_request(spec: JobSpec, *, in_allocation: bool = False) -> SlurmRequest
             name=spec.name,
             tuning=_tuning_summary(spec),
             spec_path=str(spec_path),
+            plan_path=str(plan_path),
             script_path=str(script_path),
             max_restarts=s.max_restarts,
             restart_mode=s.requeue,
@@ -315,6 +328,8 @@ def build_request(spec: JobSpec, *, in_allocation: bool = False) -> SlurmRequest
         script_path=script_path,
         spec_yaml=spec_yaml,
         spec_path=spec_path,
+        plan_json=plan.to_json_text(),
+        plan_path=plan_path,
         log_dir=log_dir,
         partition=s.partition,
     )

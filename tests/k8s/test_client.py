@@ -8,7 +8,7 @@ the Job/KubeRay controllers itself by writing pod phases, job conditions and log
 
 from __future__ import annotations
 
-import io
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +18,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from launcher.jobs import NoLogYet
 from launcher.k8s.chart import Rendered, render
 from launcher.k8s.control import KubernetesControl, parse_job_id
 from launcher.k8s.kubeapi import Kube, KubeError
@@ -48,7 +49,7 @@ def api_client(server: FakeKubeAPI) -> Any:
 
 def rendered(*overrides: str) -> Rendered:
     spec = load_spec(SPECS / "tiny.yaml", ["k8s.namespace=ml", *overrides])
-    return render(chart_values(spec, make_plan(spec).world), "ml")
+    return render(chart_values(spec, make_plan(spec)), "ml")
 
 
 def control(server: FakeKubeAPI) -> KubernetesControl:
@@ -268,12 +269,12 @@ def test_logs_of_the_driver_pod(api: FakeKubeAPI) -> None:
     ctl = control(api)
     add_pod(api, f"{NAME}-1-w", "Running", **{"batch.kubernetes.io/job-completion-index": "1"})
     api.append_log("ml", f"{NAME}-1-w", "worker noise\n")
-    out = io.StringIO()
-    assert ctl.logs(HANDLE, out=out) == 1  # no driver pod yet
+    with pytest.raises(NoLogYet, match="the driver pod has not started") as caught:
+        list(ctl.log_iter(HANDLE))
+    assert caught.value.exit_code == 1
     add_pod(api, f"{NAME}-0-a", "Running", **{"batch.kubernetes.io/job-completion-index": "0"})
     api.append_log("ml", f"{NAME}-0-a", "step 1 loss 2.5\n")
-    assert ctl.logs(HANDLE, out=out) == 0
-    assert out.getvalue() == "step 1 loss 2.5\n"
+    assert "".join(ctl.log_iter(HANDLE)) == "step 1 loss 2.5\n"
 
 
 def test_follow_waits_streams_and_moves_to_the_replacement_pod(api: FakeKubeAPI) -> None:
@@ -282,11 +283,14 @@ def test_follow_waits_streams_and_moves_to_the_replacement_pod(api: FakeKubeAPI)
     submit(Kube(api_client(api)), rendered("resources.nodes=2"), "ml")
     index0 = {"batch.kubernetes.io/job-completion-index": "0"}
     add_pod(api, f"{NAME}-0-a", "Pending", **index0)
-    out = io.StringIO()
+    out: list[str] = []
     result: list[int] = []
-    follower = threading.Thread(
-        target=lambda: result.append(control(api).logs(HANDLE, follow=True, out=out))
-    )
+
+    def follow() -> None:
+        out.extend(control(api).log_iter(HANDLE, follow=True))
+        result.append(0)
+
+    follower = threading.Thread(target=follow)
     follower.start()
     api.append_log("ml", f"{NAME}-0-a", "step 1\n")
     set_phase(api, f"{NAME}-0-a", "Running")
@@ -301,7 +305,7 @@ def test_follow_waits_streams_and_moves_to_the_replacement_pod(api: FakeKubeAPI)
     api.patch_status("Job", "ml", NAME, conditions=[{"type": "Complete", "status": "True"}])
     follower.join(timeout=60)
     assert not follower.is_alive() and result == [0]
-    assert out.getvalue() == (
+    assert "".join(out) == (
         "step 1\ninterrupted: checkpoint saved, exit 75\nresumed at step 1\nstep 2\n"
     )
 
@@ -312,9 +316,7 @@ def test_kuberay_logs_come_from_the_submitter(api: FakeKubeAPI) -> None:
     add_pod(api, f"{NAME}-submit", "Succeeded", **{"app.kubernetes.io/component": "submitter"})
     api.append_log("ml", f"{NAME}-submit", "Job 'x' succeeded\n")
     api.close_log("ml", f"{NAME}-submit")
-    out = io.StringIO()
-    assert control(api).logs(HANDLE, follow=True, out=out) == 0
-    assert out.getvalue() == "Job 'x' succeeded\n"
+    assert "".join(control(api).log_iter(HANDLE, follow=True)) == "Job 'x' succeeded\n"
 
 
 # ---------------------------------------------------------------------- cancel
@@ -332,7 +334,7 @@ def test_cancel_deletes_everything_but_the_claim(api: FakeKubeAPI, kuberay: bool
         }
     )
     status = control(api).cancel(HANDLE)
-    assert status is not None and status.state == "CANCELLED"
+    assert (status.state, status.backend_state) == ("CANCELLED", "Deleted")
     assert status.detail["kept_claims"] == [f"{NAME}-data"]
     left = sorted((plural, name) for plural, _, name in api.objects)
     assert left == [("configmaps", "someone-else"), ("persistentvolumeclaims", f"{NAME}-data")]
@@ -373,29 +375,33 @@ def test_cli_submits_and_prints_the_handle(
     assert job is not None and job["spec"]["completions"] == 2
 
 
-def test_cli_refuses_a_plan_that_does_not_fit(
-    api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kuberay", [False, True])
+def test_the_configmap_hands_the_launch_plan_to_vlaunch_run(
+    api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kuberay: bool
 ) -> None:
+    """The ConfigMap carries `vlaunch plan --json`'s plan for the same flags, mounted beside
+    the job spec, and the driver is started with `--plan` on it."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path, api)))
-    code, _, err = run_cli(
-        [
-            "k8s",
-            str(SPECS / "tiny.yaml"),
-            "--namespace",
-            "ml",
-            "--profile",
-            "rtx4090",
-            "--gpus-per-node",
-            "1",
-            "model.name_or_path=random:llava-1.5-13b",
-            "tuning.preset=fft",
-            "train.precision=bf16",
-        ]
-    )
-    assert code == 2
-    assert "does not fit" in err and "nothing was submitted" in err
-    assert api.requests == []  # refused before talking to the cluster
+    flags = ["--nodes", "2", "train.global_batch_size=32"]
+    mode = ["--kuberay"] if kuberay else []
+    code, _, err = run_cli(["k8s", str(SPECS / "tiny.yaml"), "--namespace", "ml", *mode, *flags])
+    assert code == 0, err
+    code, planned, err = run_cli(["plan", str(SPECS / "tiny.yaml"), "--json", *flags])
+    assert code == 0, err
+    config = api.get("ConfigMap", "ml", NAME)
+    assert config is not None and config["data"]["plan.json"] == planned
+    assert json.loads(planned)["world_size"] == 4
+    if kuberay:
+        rayjob = api.get("RayJob", "ml", NAME)
+        assert rayjob is not None
+        assert " --plan /etc/vlaunch/plan.json " in rayjob["spec"]["entrypoint"]
+    else:
+        job = api.get("Job", "ml", NAME)
+        assert job is not None
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["VLAUNCH_PLAN"] == "/etc/vlaunch/plan.json"  # files/entrypoint.sh passes it
 
 
 def test_cli_wants_the_clusters_hardware_profile() -> None:

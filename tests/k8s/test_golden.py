@@ -5,6 +5,10 @@ Golden files: `golden/<case>.yaml` (the dry-run output) and `golden/<case>.value
 random token does not reach the golden files; the direct rendering below is redacted by this
 test itself (`redact_token`) before the comparison. Regenerate them after a deliberate change with
 `VLAUNCH_REGEN_GOLDEN=1 pytest tests/k8s -k golden` (what `make golden` runs) and review the diff.
+
+The ConfigMap carries the launch's plan, and the `cpu` profile describes the machine that
+plans (its cores and RAM): `fixed_cpu_machine` pins that machine, so the golden files are the
+same wherever the tests run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import pytest
 import yaml
 
 from tests.k8s.helpers import CHART, GOLDEN, SPECS, run_cli
+from vlaunch_core import profiles
 
 REGEN = os.environ.get("VLAUNCH_REGEN_GOLDEN") == "1"
 CASES: dict[str, list[str]] = {
@@ -65,6 +70,23 @@ CASES: dict[str, list[str]] = {
 }
 SOURCE = re.compile(r"^---\n# Source: (\S+)\n", re.MULTILINE)
 TOKEN_LINE = re.compile(r'^(  auth_token: )"([A-Za-z0-9+/=]+)"$', re.MULTILINE)
+
+
+@pytest.fixture(autouse=True)
+def fixed_cpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local `cpu` profile of a 2-core machine with 16 GiB of RAM."""
+    pinned = profiles.HardwareProfile(
+        name="cpu",
+        description="this machine's CPUs (gloo backend)",
+        gpu_memory_mib=16 * 1024,
+        bf16=True,
+        gpus_per_node=1,
+        host_memory_gib=16.0,
+        cpus_per_node=2,
+        peak_tflops=0.0,
+        is_gpu=False,
+    )
+    monkeypatch.setattr(profiles, "_local_cpu_profile", lambda: pinned)
 
 
 def check_golden(name: str, text: str) -> None:

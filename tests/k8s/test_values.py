@@ -10,13 +10,13 @@ import helm_python
 import pytest
 import yaml
 
-from launcher.commands.common import spec_flag_overrides
+from launcher.commands.flags import flag_overrides
 from launcher.commands.k8s import add_arguments
 from launcher.k8s.values import camel, chart_values, paths_outside_volume, pod_output_dir
 from tests.k8s.helpers import CHART, SPECS
 from vlaunch_core.errors import ProblemReport, UserError
 from vlaunch_core.k8s_options import KubernetesOptions
-from vlaunch_core.profiles import resolve_world
+from vlaunch_core.plan import make_plan
 from vlaunch_core.section import Section
 from vlaunch_core.spec import JobSpec
 from vlaunch_core.spec_load import load_spec
@@ -40,7 +40,7 @@ def leaf_keys(model: type[Section], prefix: str = "k8s") -> list[str]:
 
 def test_values_cover_the_chart_exactly() -> None:
     s = spec()
-    vals = chart_values(s, resolve_world(s))
+    vals = chart_values(s, make_plan(s))
     with helm_python.Chart.load(str(CHART)) as chart:
         defaults, schema = chart.values, chart.schema
     assert schema is not None
@@ -56,10 +56,20 @@ def test_values_cover_the_chart_exactly() -> None:
 def test_chart_defaults_match_the_spec_defaults() -> None:
     """values.yaml repeats the spec's defaults for `helm install` users: they must not drift."""
     s = spec()
-    vals = chart_values(s, resolve_world(s))
+    vals = chart_values(s, make_plan(s))
     with helm_python.Chart.load(str(CHART)) as chart:
         defaults = chart.values
-    computed = {"runName", "job", "nodes", "gpusPerNode", "outputDir", "cpu", "memory", "image"}
+    computed = {
+        "runName",
+        "job",
+        "plan",
+        "nodes",
+        "gpusPerNode",
+        "outputDir",
+        "cpu",
+        "memory",
+        "image",
+    }
     for key, default in defaults.items():
         if key in computed:
             continue
@@ -82,7 +92,7 @@ def test_values_follow_the_spec_and_plan() -> None:
         "k8s.kuberay=true",
         "k8s.shm_size=64",
     )
-    vals = chart_values(s, resolve_world(s))
+    vals = chart_values(s, make_plan(s))
     assert (vals["nodes"], vals["gpusPerNode"]) == (4, 8)
     assert vals["cpu"] == "100"  # 90% of the profile's 112 cores
     assert vals["memory"] == "1843Gi"  # 90% of its 2048 GiB
@@ -92,10 +102,10 @@ def test_values_follow_the_spec_and_plan() -> None:
     assert vals["runName"] == "Tiny LLaVA on K8s"
     assert vals["job"] == s.to_yaml()
     cpu = spec()
-    cpu_vals = chart_values(cpu, resolve_world(cpu))
+    cpu_vals = chart_values(cpu, make_plan(cpu))
     assert (cpu_vals["gpusPerNode"], cpu_vals["cpu"], cpu_vals["memory"]) == (0, "2", "8Gi")
     explicit = spec("k8s.cpu=3", "k8s.memory=5Gi")
-    assert chart_values(explicit, resolve_world(explicit))["cpu"] == "3"
+    assert chart_values(explicit, make_plan(explicit))["cpu"] == "3"
 
 
 @pytest.mark.parametrize(
@@ -130,7 +140,7 @@ def test_inputs_off_the_volume_are_listed() -> None:
 def parse(*argv: str) -> list[str]:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    return spec_flag_overrides(parser.parse_args(["job.yaml", *argv]))
+    return flag_overrides(parser.parse_args(["job.yaml", *argv]))
 
 
 def test_every_option_has_a_flag() -> None:

@@ -191,10 +191,11 @@ def test_resolved_spec_validates_again(tmp_path: Path, preset: str) -> None:
 def test_flag_strings_stay_strings(tmp_path: Path) -> None:
     import argparse
 
-    from launcher.commands.common import add_spec_flag, load_job
+    from launcher.commands.common import load_job
+    from launcher.commands.flags import add_field_flag
 
     parser = argparse.ArgumentParser()
-    add_spec_flag(parser, "--account", "slurm.account")
+    add_field_flag(parser, "--account", "slurm.account")
     args = parser.parse_args(["--account", "123"])
     args.job = str(write_spec(tmp_path, BASE))
     assert load_job(args).slurm.account == "123"

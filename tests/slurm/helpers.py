@@ -93,11 +93,11 @@ def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.5) -> An
 
 def wait_ended(handle: str, timeout: float = 300) -> Any:
     """The final JobStatus of a job (requeued jobs pass through PENDING again)."""
-    from launcher.slurm.control import TERMINAL, status
+    from launcher.slurm.control import status
 
     def ended() -> Any:
         st = status(handle)
-        return st if st.state in TERMINAL else None
+        return st if st.state.is_terminal else None
 
     try:
         return wait_for(ended, timeout, f"{handle} to end", poll=1.0)

@@ -93,7 +93,7 @@ def test_chain_mode_submits_a_dependent_job(slurm_env: Path, tmp_path: Path) -> 
     assert match and match.group(2) == run.job_id
     assert not ray_leftovers(run.job_id)
     second = wait_ended(f"slurm:{match.group(1)}")
-    assert second.state == "COMPLETED"
+    assert second.backend_state == "COMPLETED"
     starts = run.starts()
     assert [s["env"].get("VLAUNCH_CHAIN_INDEX") for s in starts] == [None, "1"]
     _assert_resumed_exactly(run, 30)
@@ -121,7 +121,7 @@ def test_time_limit_signal_checkpoints_and_requeues(slurm_env: Path, tmp_path: P
         tmp_path, job(CPU_JOB, env=_steps_env(440, 0.25)), "--time", "3", "--signal-seconds", "60"
     )
     final = wait_ended(run.handle, timeout=900)
-    assert final.state == "COMPLETED" and final.detail["restarts"] >= 1
+    assert final.backend_state == "COMPLETED" and final.detail["restarts"] >= 1
     _assert_resumed_exactly(run, 440)
     assert "received SIGUSR1" in run.log()
 
@@ -141,11 +141,18 @@ def test_hostile_strings_reach_the_job_exactly(
     )
     run = Run(tmp_path, data)
     final = wait_ended(run.handle)
-    assert final.state == "COMPLETED", run.log()
+    assert final.backend_state == "COMPLETED", run.log()
     (start,) = run.starts()
     assert start["spec"]["name"] == name
     assert start["env"]["VLAUNCH_TEST_EVIL"] == evil
     assert Path(start["argv"][2]).parent == out_dir / name / "slurm"
+    # the launch's plan, handed over beside the spec, is what the driver was given
+    assert Path(start["plan_path"]).parent == out_dir / name / "slurm"
+    assert start["argv"][start["argv"].index("--plan") + 1] == start["plan_path"]
+    assert start["plan"]["name"] == name and start["plan"]["world_size"] == 2
+    rc, planned, err = cli("plan", str(run.spec), "--json")
+    assert rc == 0, err
+    assert start["plan"] == json.loads(planned)  # what `vlaunch plan` printed
     assert Path(final.detail["log"]).parent == out_dir / name / "slurm"
     assert not [p for p in tmp_path.rglob("pwned*")], "a user string ran as a command"
 
@@ -195,7 +202,7 @@ def test_plain_sbatch_entrypoint(slurm_env: Path, tmp_path: Path) -> None:
     jid = proc.stdout.strip()
     final = wait_ended(jid)
     log = (tmp_path / f"srun_lora_vt_llm_grouped-{jid}.out").read_text()
-    assert final.state == "COMPLETED", log
+    assert final.backend_state == "COMPLETED", log
     (start,) = (
         json.loads(p.read_text())
         for p in (tmp_path / "runs" / "slurm-test" / "payload").glob("start-*.json")
@@ -215,6 +222,30 @@ def test_bad_partition_fails_before_anything_reaches_the_cluster(
     rc, _, err = cli("slurm", str(spec), "--partition", "debgu")
     assert rc == 2
     assert "no partition 'debgu'" in err and "Did you mean 'debug'?" in err
+    assert not (tmp_path / "runs").exists()
+    after = run_command(["squeue", "-h", "--states=all", "-o", "%i"]).stdout.split()
+    assert set(after) <= set(before)
+
+
+def test_a_plan_that_does_not_fit_never_reaches_the_cluster(
+    slurm_env: Path, tmp_path: Path
+) -> None:
+    """The fit gate of the launch pipeline (issue 15): a 13B full fine-tune with DDP on 8x
+    A100-40GB is refused with `vlaunch plan`'s error, exit 1; no file, no job."""
+    before = run_command(["squeue", "-h", "--states=all", "-o", "%i"]).stdout.split()
+    data = job(
+        CPU_JOB,
+        model={"name_or_path": "llava-hf/llava-1.5-13b-hf"},
+        tuning={"preset": "fft"},
+        train={"global_batch_size": 64, "strategy": "ddp"},
+        resources={"profile": "a100-40gb", "nodes": 1, "gpus_per_node": 8},
+        **{"output.dir": str(tmp_path / "runs")},
+    )
+    spec = write_job(tmp_path / "job.yaml", data)
+    rc, _, planned = cli("plan", str(spec))
+    assert rc == 1 and "does not fit" in planned
+    rc, out, err = cli("slurm", str(spec))
+    assert (rc, out, err) == (1, "", planned)
     assert not (tmp_path / "runs").exists()
     after = run_command(["squeue", "-h", "--states=all", "-o", "%i"]).stdout.split()
     assert set(after) <= set(before)

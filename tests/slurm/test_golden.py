@@ -76,7 +76,10 @@ def test_golden_hostile_strings(tmp_path: Path) -> None:
     # written and nothing runs (the #SBATCH lines go through the real sbatch in
     # test_cluster_jobs.py::test_sbatch_reads_header_values_exactly).
     prelude = out[: out.index("vlaunch_log() {")]
-    probe = prelude + 'printf "%s\\0" "$VLAUNCH_SPEC" "$VLAUNCH_SCRIPT" "$EVIL" "$PLAIN"\n'
+    probe = (
+        prelude
+        + 'printf "%s\\0" "$VLAUNCH_SPEC" "$VLAUNCH_PLAN" "$VLAUNCH_SCRIPT" "$EVIL" "$PLAIN"\n'
+    )
     proc = subprocess.run(
         ["bash", "-c", probe],
         check=False,
@@ -89,6 +92,7 @@ def test_golden_hostile_strings(tmp_path: Path) -> None:
     name = slurm_job_name(HOSTILE_NAME)
     assert proc.stdout.decode().split("\0")[:-1] == [
         f"{log_dir}/{name}.job.yaml",
+        f"{log_dir}/{name}.plan.json",
         f"{log_dir}/{name}.sbatch",
         HOSTILE_JOB["env"]["EVIL"],
         "ok",

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from launcher.backends import BACKENDS, backend_for, backend_of
 from launcher.cli import build_parser
 from launcher.commands.slurm import spec_from_args
-from launcher.jobs import CONTROL_MODULES, backend_of, control_module
 from launcher.slurm import control
-from launcher.slurm.render import build_request, sbatch_quote, slurm_job_name
+from launcher.slurm.render import build_request, check_spec, sbatch_quote, slurm_job_name
 from launcher.slurm.submit import Runner, SlurmCommandError, parse_job_id
 from tests.slurm.helpers import GPU_JOB, cli, job, write_job
 from vlaunch_core.errors import UserError
+from vlaunch_core.plan import make_plan
 from vlaunch_core.slurm_options import SlurmOptions, time_limit_seconds
 
 
@@ -70,7 +72,7 @@ def test_flags_become_typed_spec_values(tmp_path: Path) -> None:
 
 def test_variant_sets_preset_and_grouping_in_the_resolved_spec(tmp_path: Path) -> None:
     spec = _spec(tmp_path, GPU_JOB, "--variant", "srun_ln_vt_lora_llm_grouped")
-    resolved = yaml.safe_load(build_request(spec).spec_yaml)
+    resolved = yaml.safe_load(build_request(spec, make_plan(spec)).spec_yaml)
     assert resolved["tuning"]["preset"] == "ln_vt_lora_llm"
     assert resolved["data"]["group_by_length"] is True
     assert resolved["slurm"]["variant"] == "srun_ln_vt_lora_llm_grouped"
@@ -127,7 +129,7 @@ def test_no_sbatch_fails_before_anything_is_written(
 def test_render_rejects(tmp_path: Path, changes: dict, where: str, words: str) -> None:
     spec = _spec(tmp_path, job(GPU_JOB, **changes))
     with pytest.raises(UserError) as info:
-        build_request(spec)
+        check_spec(spec)
     assert where in str(info.value) and words in str(info.value)
 
 
@@ -151,7 +153,7 @@ def test_cpu_profile_requests_no_gpus(tmp_path: Path) -> None:
             },
         ),
     )
-    script = build_request(spec).script
+    script = build_request(spec, make_plan(spec)).script
     assert "--gpus-per-node" not in script and "#SBATCH --cpus-per-task=8" in script
     assert "export OMP_NUM_THREADS=4" in script and "--num-gpus=0" in script
 
@@ -195,10 +197,10 @@ def test_job_handles() -> None:
 
 
 def test_missing_kubernetes_support_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Stands for an install without launcher/k8s/control.py (it exists in this checkout).
-    monkeypatch.setitem(CONTROL_MODULES, "k8s", "launcher.k8s.not_installed")
+    # Stands for an install without launcher/k8s/backend.py (it exists in this checkout).
+    monkeypatch.setitem(BACKENDS, "k8s", "launcher.k8s.not_installed:KubernetesBackend")
     with pytest.raises(UserError, match="Kubernetes support is not installed"):
-        control_module("k8s:ns/run")
+        backend_for("k8s:ns/run")
 
 
 def test_scontrol_fields_keep_spaces_in_values() -> None:
@@ -246,7 +248,7 @@ def test_the_submitted_spec_loads_back_unchanged(tmp_path: Path) -> None:
         "4",
         "train.lr=3e-4",
     )
-    request = build_request(spec)
+    request = build_request(spec, make_plan(spec))
     path = tmp_path / "written.yaml"
     path.write_text(request.spec_yaml)
     again = load_spec(path)
@@ -254,3 +256,27 @@ def test_the_submitted_spec_loads_back_unchanged(tmp_path: Path) -> None:
     expected.output.dir = str(Path("rel/runs").absolute())
     assert again.model_dump() == expected.model_dump()
     assert again.tuning.preset == "fft" and again.resources.nodes == 4
+
+
+def test_the_script_hands_the_launch_plan_to_vlaunch_run(tmp_path: Path) -> None:
+    """The plan written beside the job spec is `vlaunch plan --json`'s, for the same flags,
+    and the script passes it to `vlaunch run --plan`."""
+    spec_file = write_job(tmp_path / "job.yaml", GPU_JOB)
+    flags = ["--nodes", "4", "--gpus-per-node", "4", "train.global_batch_size=64"]
+    rc, script, err = cli("slurm", str(spec_file), "--dry-run", *flags)
+    assert rc == 0, err
+    request = build_request(*_spec_and_plan(tmp_path, *flags))
+    assert request.plan_path == request.spec_path.with_name("vila-ft.plan.json")
+    assert list(request.files) == [request.spec_path, request.plan_path, request.script_path]
+    assert f"#   write {request.plan_path}" in err
+    assert f"VLAUNCH_PLAN={request.plan_path}\n" in script
+    assert '--ray-address "$VLAUNCH_RAY_ADDRESS" \\\n    --plan "$VLAUNCH_PLAN" &' in script
+    rc, planned, err = cli("plan", str(spec_file), "--json", *flags)
+    assert rc == 0, err
+    assert request.plan_json == planned  # byte for byte
+    assert json.loads(planned)["world_size"] == 16
+
+
+def _spec_and_plan(tmp_path: Path, *argv: str):  # type: ignore[no-untyped-def]
+    spec = _spec(tmp_path, GPU_JOB, *argv)
+    return spec, make_plan(spec)

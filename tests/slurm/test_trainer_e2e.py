@@ -179,7 +179,7 @@ def baseline(
 def test_tiny_model_trains_across_two_slurm_nodes(baseline: Baseline) -> None:
     job, final = baseline.job, baseline.final
     log = job.log()
-    assert final.state == "COMPLETED", log
+    assert final.backend_state == "COMPLETED", log
     assert final.detail["exit_code"] == "0:0" and final.detail["restarts"] == 0
     assert final.detail["nodes"] == "2" and final.detail["nodelist"] == "node[1-2]"
     assert final.detail["log"] == str(job.run_dir / "slurm" / f"e2e-{job.job_id}.out")
@@ -218,7 +218,7 @@ def _assert_resumed_to_baseline(job: TrainerJob, baseline: Baseline) -> int:
     """The run came back once, resumed from a checkpoint and ended with the baseline's
     weights; returns the step it resumed from."""
     final = job.wait_ended()
-    assert final.state == "COMPLETED", job.log()
+    assert final.backend_state == "COMPLETED", job.log()
     assert final.detail["restarts"] == 1, (
         "the job did not come back exactly once; if it finished before the interruption "
         f"reached it, raise STEPS\n{job.log()}"

@@ -2,8 +2,9 @@
 # Entry point of every pod of an operator-free finetune-job run (mounted from the run's
 # ConfigMap at /etc/vlaunch). Kubernetes numbers Indexed Job pods with JOB_COMPLETION_INDEX:
 #
-#   pod 0       starts the Ray head, then runs the trainer driver `vlaunch run`, whose exit code
-#               becomes the pod's (0 finished, 75 interrupted but resumable, 2 user error).
+#   pod 0       starts the Ray head, then runs the trainer driver `vlaunch run` with the
+#               launch's plan, whose exit code becomes the pod's (0 finished, 75 interrupted
+#               but resumable, 2 user error).
 #               After a successful run it announces "done" on port 6380 to the workers, then
 #               stops Ray.
 #   pods 1..N-1 wait for the head (through the headless Service), join it as Ray workers and
@@ -34,7 +35,12 @@ fi
 ray start --head --port="${ray_port}" --node-ip-address="${POD_IP}" --num-gpus="${gpus}" \
   --dashboard-host=0.0.0.0 --disable-usage-stats
 
-vlaunch run /etc/vlaunch/job.yaml --ray-address "127.0.0.1:${ray_port}" \
+# The launch's plan (VLAUNCH_PLAN: set when the ConfigMap holds one) is what the workers use.
+plan_args=()
+if [[ -n "${VLAUNCH_PLAN:-}" ]]; then
+  plan_args=(--plan "${VLAUNCH_PLAN}")
+fi
+vlaunch run /etc/vlaunch/job.yaml --ray-address "127.0.0.1:${ray_port}" "${plan_args[@]}" \
   "output.dir=${VLAUNCH_OUTPUT_DIR}" &
 driver=$!
 # Kubernetes stops a pod with SIGTERM: pass it to the driver, which checkpoints and exits 75.
