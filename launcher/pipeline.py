@@ -77,7 +77,7 @@ class Backend(ABC, Generic[R]):
     def dryrun(self, job: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Launch[R]:
         """Validate, plan, gate and render `job`: nothing is written, started or submitted."""
         from vlaunch_core.plan import make_plan
-        from vlaunch_core.spec import load_spec
+        from vlaunch_core.spec_load import load_spec
 
         spec = load_spec(job, list(overrides))
         self.check(spec)

@@ -37,7 +37,7 @@ _INVOLVES: dict[str, tuple[str, ...]] = {
     ),
     "data.mixture": ("data.registry", "data.datasets"),
     "data.eval_mixture": ("data.registry", "data.datasets"),
-    "model.name_or_path": ("model.family", "model.revision"),
+    "model.name_or_path": ("model.revision", "model.trust_remote_code"),
 }
 
 

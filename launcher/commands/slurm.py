@@ -90,7 +90,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
     """The job spec of a `vlaunch slurm` command line (as the pipeline validates it)."""
-    from vlaunch_core.spec import load_spec
+    from vlaunch_core.spec_load import load_spec
 
     return load_spec(args.job, overrides_from_args(args))
 

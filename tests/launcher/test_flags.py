@@ -13,7 +13,7 @@ import yaml
 
 from launcher.cli import build_parser
 from launcher.commands.flags import DEST, flag_overrides
-from vlaunch_core.spec import load_spec
+from vlaunch_core.spec_load import load_spec
 
 JOB = {
     "name": "flags",

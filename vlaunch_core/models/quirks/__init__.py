@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vlaunch_core.models.description import Part
+if TYPE_CHECKING:
+    from vlaunch_core.models.description import Part
 
 #: model_type -> module under vlaunch_core.models.quirks
 QUIRK_MODULES: dict[str, str] = {
