@@ -134,7 +134,7 @@ def load_skeleton(
     """
     import torch
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoConfig
 
     try:
         index = SafetensorsIndex.of_folder(folder)
@@ -147,9 +147,12 @@ def load_skeleton(
     )
     # The skeleton draws nothing from the RNG, so LoRA adapters are initialised exactly as
     # after from_pretrained (which draws nothing either).
+    from trainer.models.describe import auto_class
+
+    cls = auto_class(config, model_spec.trust_remote_code)
     with torch.random.fork_rng(devices=[]):
         with init_empty_weights(include_buffers=False):
-            model = AutoModelForImageTextToText.from_config(
+            model = cls.from_config(
                 config,
                 dtype=dtype,
                 attn_implementation=model_spec.attn_implementation,

@@ -88,6 +88,7 @@ def describe_model(model: torch.nn.Module, *, remote_code: bool = False) -> Mode
         unused_prefixes=tuple(dict.fromkeys(u for u in unused if _exists(u, params))),
         part_overrides=overrides,
         notes=quirks.notes,
+        lora_all_linears=quirks.lora_all_linears,
     )
 
 
@@ -140,10 +141,47 @@ def model_config(model_spec: ModelSpec) -> PretrainedConfig:
             raise UserError(
                 f"cannot read the config of model '{name}': {_first_line(e)}",
                 hint="give a local folder with config.json, a hub id in the Hugging Face "
-                "cache (or reachable from here), tiny:<type> or random:<name>; models with "
-                "their own code need model.trust_remote_code=true",
+                "cache (or reachable from here), tiny:<type> or random:<name>",
             ) from None
+    if data.get("auto_map") and not model_spec.trust_remote_code:
+        raise UserError(
+            f"model '{name}' ships its own code (auto_map in its config.json), which vlaunch "
+            "runs only when allowed",
+            hint="set model.trust_remote_code=true if you trust that code (read its *.py "
+            "files first)",
+        )
+    try:
         return AutoConfig.for_model(**data)
+    except ValueError:
+        raise UserError(
+            f"transformers does not know model_type '{data.get('model_type')}' of '{name}'",
+            hint="use a vision-language checkpoint of an architecture this transformers "
+            "offers (`vlaunch models`), or one with its own code and "
+            "model.trust_remote_code=true",
+        ) from None
+
+
+#: Auto classes a remote-code VLM may register in its `auto_map`, in order of preference
+#: (NVILA's `-hf` checkpoints register `AutoModel`).
+REMOTE_AUTO_CLASSES = (
+    "AutoModelForImageTextToText",
+    "AutoModelForVision2Seq",
+    "AutoModelForCausalLM",
+    "AutoModel",
+)
+
+
+def auto_class(config: Any, trust_remote_code: bool) -> Any:
+    """The transformers auto class that builds this model: image-text-to-text, or the first
+    one a remote-code model registers in its `auto_map`."""
+    import transformers
+
+    auto_map = getattr(config, "auto_map", None) or {}
+    if trust_remote_code and auto_map and "AutoModelForImageTextToText" not in auto_map:
+        for name in REMOTE_AUTO_CLASSES:
+            if name in auto_map:
+                return getattr(transformers, name)
+    return transformers.AutoModelForImageTextToText
 
 
 def build_from_config(
@@ -151,10 +189,9 @@ def build_from_config(
 ) -> torch.nn.Module:
     """The image-text-to-text model class for `config` (remote code allowed by the spec);
     `kwargs` go to `from_config` (dtype, attn_implementation)."""
-    from transformers import AutoModelForImageTextToText
-
+    cls = auto_class(config, model_spec.trust_remote_code)
     try:
-        model: torch.nn.Module = AutoModelForImageTextToText.from_config(
+        model: torch.nn.Module = cls.from_config(
             config, trust_remote_code=model_spec.trust_remote_code, **kwargs
         )
     except ValueError as e:

@@ -205,13 +205,14 @@ def _instantiate(
     device: torch.device | str | None,
     quantization: Any = None,
 ) -> PreTrainedModel:
-    from transformers import AutoModelForImageTextToText
+    from trainer.models.describe import auto_class, model_config
 
     extra: dict[str, Any] = {}
     if quantization is not None:
         extra = {"quantization_config": quantization, "device_map": {"": device or "cuda"}}
+    cls = auto_class(model_config(model_spec), model_spec.trust_remote_code)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
+        model = cls.from_pretrained(
             path,
             revision=model_spec.revision,
             trust_remote_code=model_spec.trust_remote_code,

@@ -169,6 +169,9 @@ class ModelDescription:
     feature layer LLaVA-style models read)."""
     part_overrides: dict[str, Part] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    lora_all_linears: bool = False
+    """LoRA targets are every Linear of a part (lm_head excepted), not only those in its
+    layers (a quirk: NVILA)."""
 
     # ------------------------------------------------------------------ parts
 
@@ -241,7 +244,19 @@ class ModelDescription:
         )
 
     def lora_targets(self, part: Part) -> str | None:
-        """peft `target_modules` regex: every Linear inside the part's layer stacks."""
+        """peft `target_modules` regex: every Linear inside the part's layer stacks (every
+        Linear of the part, lm_head excepted, with `lora_all_linears`)."""
+        if self.lora_all_linears:
+            names = {
+                re.sub(r"\.\d+(?=\.)", ".*", p.name.removesuffix(".weight"))
+                for p in self.params
+                if p.module == part
+                and p.kind == "linear"
+                and p.name.endswith(".weight")
+                and "lm_head" not in p.name.split(".")
+            }
+            patterns = [re.escape(n).replace(r"\*", r"\d+") for n in sorted(names)]
+            return "|".join(patterns) or None
         alternatives = [s.linear_regex() for s in self.stacks if s.part == part and s.linears]
         if not alternatives:
             return None
@@ -295,6 +310,7 @@ class ModelDescription:
             unused_prefixes=tuple(d.get("unused_prefixes", ())),
             part_overrides=dict(d.get("part_overrides", {})),
             notes=tuple(d.get("notes", ())),
+            lora_all_linears=bool(d.get("lora_all_linears", False)),
         )
 
 

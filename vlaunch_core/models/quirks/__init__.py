@@ -33,6 +33,7 @@ QUIRK_MODULES: dict[str, str] = {
     "idefics3": "idefics3",
     "smolvlm": "idefics3",
     "llava_llama": "vila",
+    "nvila": "nvila",
 }
 
 
@@ -65,6 +66,9 @@ class Quirks:
     """Parameter prefixes the forward pass never uses for a config (kept frozen)."""
     attn_not: tuple[str, ...] = ()
     """Attention implementations the family does not support."""
+    lora_all_linears: bool = False
+    """Default LoRA targets: every Linear of a part (lm_head excepted), not only those
+    inside its layers."""
 
 
 NO_QUIRKS = Quirks()
