@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 SEED = 0
 """Weights are a function of the architecture only (seeded init)."""
 GATE_VALUE = 0.5
+MATRIX_STD = 0.02
 _GATE = re.compile(r"(^|[._])gate$|_gate$")
 """Scalar gates (Mllama's `cross_attn_attn_gate`, `gated_positional_embedding.gate`)."""
 
@@ -42,7 +43,9 @@ def build_tiny(model_type: str, out_dir: Path) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    open_gates(model)
+        opened = open_gates(model)
+    if opened:
+        logger.debug("%s: zero-initialised parameters opened: %s", model_type, opened)
     tokenizer = byte_level_tokenizer(vocab)
     processor = tiny_processor(model_type, config, tokenizer, model)
     template = chat_template(placeholders(model_type, processor, config))
@@ -55,18 +58,26 @@ def build_tiny(model_type: str, out_dir: Path) -> Path:
 
 
 def open_gates(model: torch.nn.Module) -> list[str]:
-    """Set zero-initialised gates to 0.5 and return their names.
+    """Give zero-initialised gates and projections a value; return their names.
 
-    A tanh gate at 0 (Mllama's cross-attention and tile-position gates) multiplies its
-    branch by 0: everything before it gets no gradient, so a tiny random model would never
-    train those parts. Released checkpoints have learnt non-zero gates.
+    A tanh gate at 0 (Mllama's cross-attention and tile-position gates) or a projection
+    matrix of zeros (Gemma 3's `mm_input_projection_weight`) multiplies its input by 0:
+    everything before it gets no gradient, so a tiny random model would never train those
+    parts. Released checkpoints have learnt non-zero values. Gates become 0.5, matrices
+    random (std 0.02); zero biases and norm weights are left alone.
     """
     import torch
 
     opened = []
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if _GATE.search(name.removesuffix(".weight")) and p.numel() <= 4 and not p.any():
+            if p.any():
+                continue
+            if _GATE.search(name.removesuffix(".weight")) and p.numel() <= 4:
                 p.fill_(GATE_VALUE)
-                opened.append(name)
+            elif p.ndim >= 2:
+                p.normal_(0.0, MATRIX_STD)
+            else:
+                continue
+            opened.append(name)
     return opened

@@ -23,7 +23,8 @@ PARTS = (
         r"embed_vision|vision_projection|visual_projection|adapter"
     )),
     ("vision", re.compile(
-        r"vision_tower|visual|vision_model|vision_encoder|image_encoder|vision_embed"
+        r"vision_tower|visual|vision_model|vision_encoder|image_encoder|vision_embed|"
+        r"image_tower|video_tower"
     )),
     ("language", re.compile(r"language_model|text_model|(^|\.)llm\.|lm_head|embed_tokens")),
 )  # fmt: skip
@@ -78,7 +79,7 @@ def train_step(model: torch.nn.Module, batch: dict[str, Any], media_ids: set[int
 
     model.train()
     model.zero_grad(set_to_none=True)
-    out = model(**batch)
+    out = model(**as_model_dtype(batch, model))
     out.loss.backward()
     report = StepReport(
         loss=float(out.loss.detach()),
@@ -93,12 +94,19 @@ def train_step(model: torch.nn.Module, batch: dict[str, Any], media_ids: set[int
     return report
 
 
-def media_token_ids(processor: ProcessorMixin) -> set[int]:
-    """Ids of the processor's image / video placeholder tokens."""
-    tokenizer = processor.tokenizer
-    ids = set()
-    for attr in ("image_token", "video_token"):
-        token = getattr(processor, attr, None)
-        if isinstance(token, str) and token in tokenizer.get_added_vocab():
-            ids.add(tokenizer.convert_tokens_to_ids(token))
-    return ids
+def as_model_dtype(batch: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """Floating-point inputs in the model's dtype, as a training loop casts them (Llama 4's
+    image processor returns bfloat16 pixels whatever the model's dtype)."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    return {
+        k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+        for k, v in batch.items()
+    }
+
+
+def media_token_ids(config: Any) -> set[int]:
+    """Ids of the tokens the model replaces by image / video features (from its config)."""
+    keys = ("image_token_id", "image_token_index", "video_token_id", "video_token_index")
+    return {v for k in keys if isinstance(v := getattr(config, k, None), int)}

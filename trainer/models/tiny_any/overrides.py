@@ -24,7 +24,44 @@ class Override(TypedDict, total=False):
     why: str
 
 
+_GLM_V: Override = {
+    "template": {
+        "image": "<|begin_of_image|>{image_token}<|end_of_image|>",
+        "video": "<|begin_of_video|>{video_token}<|end_of_video|>",
+    },
+    "why": "The processor finds a video's tokens between the literal tokens <|begin_of_video|> "
+    "and <|end_of_video|> (create_mm_token_type_ids); its config names them video_start/end "
+    "with ids only. Images get GLM's own wrappers so that two images stay two spans.",
+}
+
+_GEMMA4: Override = {
+    "named_tokens": {"audio_token": "<|audio|>", "boa_token": "<|boa|>", "eoa_token": "<|eoa|>"},
+    "image_processor": {"max_soft_tokens": 70},
+    "why": "transformers 5.25 bug: Gemma4Processor.validate_inputs raises 'Audio inputs were "
+    "provided' whenever the tokenizer has no boa/eoa token, audio or not (`a and b or c` "
+    "precedence); the released tokenizers name them, so the tiny one does too. "
+    "max_soft_tokens: the image processor fills its token budget, and accepts only 70, 140, "
+    "280, 560 or 1120; 70 is the smallest.",
+}
+
 OVERRIDES: dict[str, Override] = {
+    "gemma4": _GEMMA4,
+    "gemma4_unified": _GEMMA4,
+    "diffusion_gemma": _GEMMA4,
+    "glm4v": _GLM_V,
+    "glm4v_moe": _GLM_V,
+    "glm46v": _GLM_V,
+    "glm5_next": _GLM_V,
+    "llava_onevision": {
+        "processor": {"num_image_tokens": 16},
+        "why": "num_image_tokens counts the tokens of one tile out of the vision tower "
+        "((32 / 8)^2 = 16 for SigLIP, no CLS), not the image's features (tiles + newlines).",
+    },
+    "llama4": {
+        "config": {"vision_config.intermediate_size": 256},
+        "why": "The vision adapter's fc1 takes the pixel-shuffled patches: its input size "
+        "(vision intermediate_size) is hidden_size / pixel_shuffle_ratio^2 = 64 / 0.25.",
+    },
     "mllama": {
         "config": {"vision_config.vision_output_dim": 128},
         "why": "vision_output_dim is not a width: the tower concatenates its last layer with "

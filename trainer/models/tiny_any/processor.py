@@ -43,7 +43,10 @@ TILE_COUNT_KEYS = frozenset(
 MAX_TILES = 2
 SEQ_LENGTH_ARGS = ("image_seq_length", "image_seq_len", "num_image_tokens")
 """Processor arguments that fix the number of tokens an image becomes."""
-CONFIG_ALIASES = {"image_seq_length": ("image_seq_length", "mm_tokens_per_image")}
+CONFIG_ALIASES = {
+    "image_seq_length": ("image_seq_length", "mm_tokens_per_image"),
+    "img_size": ("img_size", "image_size"),
+}
 """Processor arguments whose config key has another name (Gemma 3 counts its image tokens
 in `mm_tokens_per_image`)."""
 
@@ -90,9 +93,12 @@ def image_features_per_image(model: PreTrainedModel, image_processor: Any) -> in
     """How many image features (= placeholder tokens) the model makes of one sample image."""
     import torch
 
+    from trainer.models.tiny_any.check import as_model_dtype
     from trainer.models.tiny_any.media import sample_image
 
-    inputs = dict(image_processor(images=[sample_image()], return_tensors="pt"))
+    inputs = as_model_dtype(
+        dict(image_processor(images=[sample_image()], return_tensors="pt")), model
+    )
     accepted = inspect.signature(model.get_image_features).parameters
     with torch.no_grad():
         out = model.get_image_features(**{k: v for k, v in inputs.items() if k in accepted})
@@ -128,6 +134,8 @@ def sized_kwargs(default: Any, config: PretrainedConfig) -> dict[str, Any]:
             out[key] = IMAGE_SIZE**2
         elif key in TILE_LENGTH_KEYS | {"max_image_size"} and isinstance(value, int):
             out[key] = IMAGE_SIZE
+        elif key == "max_patches" and "crop_to_patches" in current and isinstance(value, int):
+            out[key] = min(value, MAX_TILES)  # GOT-OCR2-style tiling: a tile count
         elif key in TILE_COUNT_KEYS and isinstance(value, int):
             out[key] = vision.get("max_num_tiles") or min(value, MAX_TILES)
         elif key in ("patch_size", "encoder_patch_size") and isinstance(
@@ -139,6 +147,8 @@ def sized_kwargs(default: Any, config: PretrainedConfig) -> dict[str, Any]:
             out[key] = vision["spatial_merge_size"]
         elif key == "temporal_patch_size" and isinstance(vision.get("temporal_patch_size"), int):
             out[key] = vision["temporal_patch_size"]
+        elif key == "do_sample_frames":
+            out[key] = False  # the sample videos are 8 frames: take them all, no fps metadata
         elif key == "image_grid_pinpoints":
             pinpoints = config.to_dict().get("image_grid_pinpoints")
             if pinpoints:

@@ -214,6 +214,7 @@ def _shrink(d: dict[str, Any]) -> None:
         if _is_subconfig(key, value):
             _shrink(value)
     _shrink_layers(d)
+    rotary = _rotary_fraction(d)
     heads_before = {k: d.get(k) for k in KV_HEAD_KEYS.values()}
     for key, value in list(d.items()):
         if not isinstance(value, int) or isinstance(value, bool):
@@ -225,7 +226,7 @@ def _shrink(d: dict[str, Any]) -> None:
         elif key in HEAD_KEYS:
             d[key] = min(value, HEADS) if key == "linear_num_key_heads" else HEADS
         elif key in HEAD_DIM_KEYS and value > 0:
-            d[key] = HEAD_DIM
+            d[key] = int(HEAD_DIM / rotary) if key in ("head_dim", "global_head_dim") else HEAD_DIM
         elif key in RANK_KEYS and value > 0:
             d[key] = 2 * HEAD_DIM
         elif key in ONE_LAYER_KEYS:
@@ -258,6 +259,8 @@ def _shrink(d: dict[str, Any]) -> None:
     for key in ("num_patches", "num_position_embeddings"):
         if isinstance(d.get(key), int) and math.isqrt(d[key]) ** 2 == d[key]:
             d[key] = grid * grid
+    if isinstance(d.get("position_embedding_size"), int):  # Gemma 4: positions per axis
+        d["position_embedding_size"] = 8 * grid
     for key in TOKENS_PER_IMAGE_KEYS:  # a pooled grid: a quarter of the patches
         if isinstance(d.get(key), int):
             d[key] = grid * grid // 4
@@ -273,6 +276,15 @@ def _pinpoints(pinpoints: list[list[int]]) -> list[list[int]]:
         if max(tiles) <= 2 and [t * IMAGE_SIZE for t in tiles] not in out:
             out.append([t * IMAGE_SIZE for t in tiles])
     return out
+
+
+def _rotary_fraction(d: dict[str, Any]) -> float:
+    """The smallest fraction of a head that is rotated (`partial_rotary_factor`): heads
+    grow so that the rotated part keeps 16 dims (M-RoPE splits it into three sections)."""
+    rope = d.get("rope_parameters") or {}
+    levels = [d, rope, *(v for v in rope.values() if isinstance(v, dict))]
+    found = [lv["partial_rotary_factor"] for lv in levels if lv.get("partial_rotary_factor")]
+    return min([1.0, *found])
 
 
 def _grouped(kv: int, q_before: int, q_after: int) -> int:

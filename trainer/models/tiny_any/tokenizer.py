@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from trainer.models.tiny_any.classes import processor_class, subprocessor_defaul
 from trainer.models.tiny_any.overrides import override
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedTokenizerFast
+    from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ BYTE_TOKENS = 256
 """Every byte is one token; there are no merges."""
 
 PAD, BOS, TURN_START, TURN_END = "<|pad|>", "<|bos|>", "<|im_start|>", "<|im_end|>"
+BASE = (PAD, BOS, TURN_START, TURN_END)
 """The tokens every tiny tokenizer has: padding, start of text, and the chat-role markers
 of the generic template (`<|im_end|>` ends a turn and is the end-of-sequence token)."""
 
@@ -47,6 +49,8 @@ class TinyVocab:
     """Named special tokens the processor reads off the tokenizer (`boi_token` -> token)."""
     processor_tokens: dict[str, str] = field(default_factory=dict)
     """Token strings the processor keeps as attributes (`image_token` -> `<|image_pad|>`)."""
+    repeated: dict[str, str] = field(default_factory=dict)
+    """`image` / `video` -> the token the processor repeats for one (the model's token)."""
 
     @property
     def size(self) -> int:
@@ -59,6 +63,8 @@ class TinyVocab:
         """The token a config key stands for: `boi` (from `boi_token_index`) -> its token."""
         if name in {"bos", "eos", "pad"}:
             return {"bos": BOS, "eos": TURN_END, "pad": PAD}[name]
+        if name in self.repeated:
+            return self.repeated[name]
         for table in (self.named, self.processor_tokens):
             if f"{name}_token" in table:
                 return table[f"{name}_token"]
@@ -95,7 +101,9 @@ def _probe_tokenizer_class() -> type:
     from transformers import PreTrainedTokenizerFast
 
     class ProbeTokenizer(PreTrainedTokenizerFast):  # type: ignore[misc]
-        """A real tokenizer that records the attributes a processor asked for and lacked."""
+        """A real tokenizer that records what a processor asked of it and it lacked: named
+        tokens (`tokenizer.boi_token`) and tokens looked up by their text
+        (`convert_tokens_to_ids("<|begin_of_video|>")`)."""
 
         def __getattr__(self, key: str) -> Any:
             try:
@@ -104,6 +112,12 @@ def _probe_tokenizer_class() -> type:
                 if "_special_tokens_map" in self.__dict__:
                     self.__dict__.setdefault("missing", []).append(key)
                 raise
+
+        def convert_tokens_to_ids(self, tokens: Any) -> Any:
+            ids = super().convert_tokens_to_ids(tokens)
+            if isinstance(tokens, str) and ids is None and _SPECIAL_LOOKING.match(tokens):
+                self.__dict__.setdefault("looked_up", []).append(tokens)
+            return ids
 
     return ProbeTokenizer
 
@@ -114,59 +128,93 @@ def derive_vocab(model_type: str, config: PretrainedConfig | None = None) -> Tin
     The processor class is built with a byte-level tokenizer; whenever it fails on a named
     token the tokenizer lacks (`tokenizer.boi_token`), that token is added as `<|boi|>` and
     the build retried. Processor classes that default their tokens when the tokenizer has
-    none (`<|image_pad|>`) keep those defaults.
+    none (`<|image_pad|>`) keep those defaults. The config's image (video) token is the one
+    the processor repeats for an image (video): Aya Vision writes `<image>` in text and
+    expands it into `<|IMG_PATCH|>` tokens, which the model looks for.
     """
     from transformers import AutoConfig
 
-    base = (PAD, BOS, TURN_START, TURN_END)
+    config = config if config is not None else AutoConfig.for_model(model_type)
     named: dict[str, str] = dict(override(model_type).get("named_tokens", {}))
     processor_tokens: dict[str, str] = {}
     added: list[str] = []
+    repeated: dict[str, str] = {}
     cls = processor_class(model_type)
     if cls is not None:
-        probe_cls = _probe_tokenizer_class()
-        for _ in range(_MAX_PROBES):
-            specials = (*base, *dict.fromkeys(named.values()))
-            tok = byte_level_tokenizer(TinyVocab(specials, named))
-            probe = probe_cls(tokenizer_object=tok.backend_tokenizer, **_named_kwargs(tok, named))
-            before = set(probe.get_added_vocab())
-            try:
-                processor = cls(**subprocessor_defaults(model_type, cls, probe))
-            except (AttributeError, ValueError):
-                # The last named token the processor asked for and did not get is the one
-                # it failed on (hasattr() checks before it only chose a default).
-                missing = [
-                    m.removesuffix("_ids").removesuffix("_id")
-                    for m in probe.__dict__.get("missing", [])
-                    if _is_token_name(m)
-                ]
-                if not missing or missing[-1] in named:
-                    raise
-                named[missing[-1]] = f"<|{missing[-1].removesuffix('_token')}|>"
-                continue
-            added = [t for t in probe.get_added_vocab() if t not in before]
-            processor_tokens = {
-                k: v
-                for k, v in vars(processor).items()
-                if k.endswith("_token") and isinstance(v, str) and _SPECIAL_LOOKING.match(v)
-            }
-            break
-        else:  # pragma: no cover - a processor asking for ever more tokens
-            raise RuntimeError(f"{model_type}: the processor keeps asking for tokens")
-    config = config if config is not None else AutoConfig.for_model(model_type)
-    from_config = [f"<|{name}|>" for name in config_token_names(config)]
-    vocab = TinyVocab((), named, processor_tokens)
+        processor, added = _probe(model_type, cls, named, ())
+        processor_tokens = {
+            k: v
+            for k, v in vars(processor).items()
+            if k.endswith("_token") and isinstance(v, str) and _SPECIAL_LOOKING.match(v)
+        }
+        known = (*named.values(), *processor_tokens.values(), *added)
+        processor, _ = _probe(model_type, cls, named, known)  # every token known now
+        repeated = _repeated_tokens(processor, (*BASE, *dict.fromkeys(known)))
+    vocab = TinyVocab((), named, processor_tokens, repeated)
     wanted = [
         *named.values(),
         *processor_tokens.values(),
         *added,
-        *(
-            vocab.token_for(n) or t
-            for n, t in zip(config_token_names(config), from_config, strict=True)
-        ),
+        *(vocab.token_for(n) or f"<|{n}|>" for n in config_token_names(config)),
     ]
-    specials = tuple(dict.fromkeys([*base, *wanted]))
-    return TinyVocab(specials, named, processor_tokens)
+    return TinyVocab(tuple(dict.fromkeys([*BASE, *wanted])), named, processor_tokens, repeated)
+
+
+def _probe(
+    model_type: str, cls: type[ProcessorMixin], named: dict[str, str], known: tuple[str, ...]
+) -> tuple[ProcessorMixin, list[str]]:
+    """The processor class built around a byte-level tokenizer of `known` tokens; `named`
+    grows by the named tokens it requires. Also returns the tokens it added itself."""
+    probe_cls = _probe_tokenizer_class()
+    for _ in range(_MAX_PROBES):
+        specials = tuple(dict.fromkeys((*BASE, *known, *named.values())))
+        tok = byte_level_tokenizer(TinyVocab(specials, named))
+        probe = probe_cls(tokenizer_object=tok.backend_tokenizer, **_named_kwargs(tok, named))
+        before = set(probe.get_added_vocab())
+        try:
+            processor = cls(**subprocessor_defaults(model_type, cls, probe))
+        except (AttributeError, ValueError):
+            # The last named token the processor asked for and did not get is the one it
+            # failed on (hasattr() checks before it only chose a default).
+            missing = [
+                m.removesuffix("_ids").removesuffix("_id")
+                for m in probe.__dict__.get("missing", [])
+                if _is_token_name(m)
+            ]
+            if not missing or missing[-1] in named:
+                raise
+            named[missing[-1]] = f"<|{missing[-1].removesuffix('_token')}|>"
+            continue
+        added = [t for t in probe.get_added_vocab() if t not in before]
+        return processor, [*added, *probe.__dict__.get("looked_up", [])]
+    raise RuntimeError(f"{model_type}: the processor keeps asking for tokens")  # pragma: no cover
+
+
+def _repeated_tokens(processor: ProcessorMixin, specials: tuple[str, ...]) -> dict[str, str]:
+    """`image` / `video` -> the special token the processor repeats for one of them."""
+    from trainer.models.tiny_any.media import sample_image, sample_video
+
+    out = {}
+    for kind, media in (
+        ("image", {"images": [sample_image()]}),
+        ("video", {"videos": [sample_video()]}),
+    ):
+        placeholder = getattr(processor, f"{kind}_token", None)
+        if not isinstance(placeholder, str) or (
+            kind == "video" and getattr(processor, "video_processor", None) is None
+        ):
+            continue
+        try:
+            ids = processor(text=[f"a{placeholder}b"], **media)["input_ids"][0]
+        except Exception as e:  # default-size processors may refuse; the name mapping stays
+            logger.debug("%s: no expansion of %s: %s", type(processor).__name__, kind, e)
+            continue
+        counts = Counter(int(i) for i in ids if int(i) < len(specials))
+        if counts:
+            token_id, n = counts.most_common(1)[0]
+            if n > 1:
+                out[kind] = specials[token_id]
+    return out
 
 
 def _named_kwargs(tok: PreTrainedTokenizerFast, named: dict[str, str]) -> dict[str, Any]:
