@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from trainer.models.tiny_any.processor import tiny_processor
 from trainer.models.tiny_any.shrink import tiny_config
 from trainer.models.tiny_any.template import chat_template, placeholders
-from trainer.models.tiny_any.tokenizer import byte_level_tokenizer, derive_vocab
+from trainer.models.tiny_any.tokenizer import TinyVocab, byte_level_tokenizer, derive_vocab
 
 if TYPE_CHECKING:
     import torch
@@ -33,12 +33,30 @@ def build_tiny(model_type: str, out_dir: Path) -> Path:
     a real checkpoint: `AutoModelForImageTextToText.from_pretrained(out_dir)` and
     `AutoProcessor.from_pretrained(out_dir)` load it.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoConfig, AutoTokenizer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = derive_vocab(model_type, AutoConfig.for_model(model_type))
+    extra: tuple[str, ...] = ()
+    for _ in range(2):
+        vocab = derive_vocab(model_type, AutoConfig.for_model(model_type), extra)
+        _write(model_type, vocab, out_dir)
+        # The tokenizer class transformers maps to the model type may add its own default
+        # tokens on load (GPT2Tokenizer's unk `<|endoftext|>`): those join the vocabulary.
+        loaded = AutoTokenizer.from_pretrained(out_dir)
+        extra = tuple(t for t in loaded.get_added_vocab() if t not in vocab.specials)
+        if not extra:
+            break
+    else:  # pragma: no cover - a tokenizer class adding new tokens at every load
+        raise RuntimeError(f"{model_type}: the tokenizer grows at every load: {extra}")
+    logger.debug("built tiny %s in %s", model_type, out_dir)
+    return out_dir
+
+
+def _write(model_type: str, vocab: TinyVocab, out_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
     config = tiny_config(model_type, vocab)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
@@ -53,8 +71,6 @@ def build_tiny(model_type: str, out_dir: Path) -> Path:
     tokenizer.chat_template = template
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    logger.debug("built tiny %s in %s", model_type, out_dir)
-    return out_dir
 
 
 def open_gates(model: torch.nn.Module) -> list[str]:

@@ -173,20 +173,32 @@ def tiny_config_dict(default: PretrainedConfig, vocab: TinyVocab) -> dict[str, A
     for key in ("transformers_version", "_name_or_path", "architectures"):
         d.pop(key, None)
     _shrink(d)
-    text = d.get("text_config") if isinstance(d.get("text_config"), dict) else None
-    for level in (d, text):
-        if level is None:
-            continue
-        if "vocab_size" in level or level is text or not text:
-            level["vocab_size"] = vocab.size
-        if "vocab_size_per_layer_input" in level:
-            level["vocab_size_per_layer_input"] = vocab.size
-        if "initializer_range" in level:
-            level["initializer_range"] = TEXT_INIT_RANGE
-        if "max_position_embeddings" in level:
-            level["max_position_embeddings"] = MAX_POSITIONS
+    _shrink_text(d, vocab, is_text=True)
     _set_token_ids(d, vocab)
     return d
+
+
+TEXT_LEVELS = frozenset({"text_config", "encoder", "decoder", "llm_config", "vlm_config"})
+"""Sub-configs of a text model (or holding one): the tokenizer's vocabulary is theirs."""
+OTHER_VOCAB = 256
+"""Vocabularies of non-text parts (Ovis's visual vocabulary, VQ codebooks) shrink to this."""
+
+
+def _shrink_text(d: dict[str, Any], vocab: TinyVocab, is_text: bool) -> None:
+    """Vocabulary, init range and positions of the text model(s); other vocabularies small."""
+    if isinstance(d.get("vocab_size"), int):
+        d["vocab_size"] = vocab.size if is_text else min(d["vocab_size"], OTHER_VOCAB)
+    if is_text:
+        for key in ("vocab_size_per_layer_input", "unpadded_vocab_size"):
+            if isinstance(d.get(key), int):
+                d[key] = vocab.size
+        if "initializer_range" in d:
+            d["initializer_range"] = TEXT_INIT_RANGE
+        if isinstance(d.get("max_position_embeddings"), int):
+            d["max_position_embeddings"] = MAX_POSITIONS
+    for key, value in d.items():
+        if _is_subconfig(key, value):
+            _shrink_text(value, vocab, is_text=key in TEXT_LEVELS)
 
 
 def _fill_missing_subconfigs(config: PretrainedConfig) -> None:

@@ -122,7 +122,9 @@ def _probe_tokenizer_class() -> type:
     return ProbeTokenizer
 
 
-def derive_vocab(model_type: str, config: PretrainedConfig | None = None) -> TinyVocab:
+def derive_vocab(
+    model_type: str, config: PretrainedConfig | None = None, extra: tuple[str, ...] = ()
+) -> TinyVocab:
     """The special tokens of `model_type`'s tiny tokenizer, read off its processor and config.
 
     The processor class is built with a byte-level tokenizer; whenever it fails on a named
@@ -130,7 +132,8 @@ def derive_vocab(model_type: str, config: PretrainedConfig | None = None) -> Tin
     the build retried. Processor classes that default their tokens when the tokenizer has
     none (`<|image_pad|>`) keep those defaults. The config's image (video) token is the one
     the processor repeats for an image (video): Aya Vision writes `<image>` in text and
-    expands it into `<|IMG_PATCH|>` tokens, which the model looks for.
+    expands it into `<|IMG_PATCH|>` tokens, which the model looks for. `extra` tokens are
+    added at the end.
     """
     from transformers import AutoConfig
 
@@ -156,6 +159,7 @@ def derive_vocab(model_type: str, config: PretrainedConfig | None = None) -> Tin
         *processor_tokens.values(),
         *added,
         *(vocab.token_for(n) or f"<|{n}|>" for n in config_token_names(config)),
+        *extra,
     ]
     return TinyVocab(tuple(dict.fromkeys([*BASE, *wanted])), named, processor_tokens, repeated)
 

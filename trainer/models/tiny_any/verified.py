@@ -1,0 +1,47 @@
+"""The architectures whose tiny models pass `tests/models/test_tiny_any.py` (torch-free).
+
+Each builds, loads back through the Auto classes, and trains a step on an image (and on a
+video and on two images where its processor takes them) with gradients reaching the vision
+tower, the projector and the language model. Every other architecture of transformers'
+image-text-to-text mapping is listed with the reason in docs/models.md ("Architectures").
+"""
+
+from __future__ import annotations
+
+VERIFIED = (
+    "aya_vision",
+    "gemma3",
+    "gemma4",
+    "glm46v",
+    "glm4v",
+    "glm4v_moe",
+    "granite_docling",
+    "hyperclovax_vision_v2",
+    "idefics2",
+    "idefics3",
+    "internvl",
+    "kimi_k25",
+    "lfm2_vl",
+    "lfm3_vl",
+    "lighton_ocr",
+    "llama4",
+    "llava",
+    "llava_next",
+    "llava_next_video",
+    "llava_onevision",
+    "mistral3",
+    "mistral_large4",
+    "mllama",
+    "ovis2_5",
+    "paddleocr_vl",
+    "paligemma",
+    "qwen2_5_vl",
+    "qwen2_vl",
+    "qwen3_5",
+    "qwen3_5_moe",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "shieldgemma2",
+    "t5gemma2",
+    "video_llava",
+)
