@@ -24,11 +24,12 @@ def _table(kind: str) -> dict[str, Any]:
         video_processing_auto,
     )
 
-    return {
+    tables: dict[str, dict[str, Any]] = {
         "image_processor": image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES,
         "video_processor": video_processing_auto.VIDEO_PROCESSOR_MAPPING_NAMES,
         "feature_extractor": feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING_NAMES,
-    }[kind]
+    }
+    return tables[kind]
 
 
 def subprocessor_class(kind: str, model_type: str) -> type | None:
@@ -63,9 +64,11 @@ def subprocessor_class(kind: str, model_type: str) -> type | None:
         return image_processing_auto.get_image_processor_class_from_name(name) if name else None
     if isinstance(entry, dict):
         entry = entry.get("torchvision") or entry.get("pil")
+    if not isinstance(entry, str):
+        return None
     if kind == "video_processor":
-        return video_processing_auto.video_processor_class_from_name(entry)  # type: ignore[no-any-return]
-    return feature_extraction_auto.feature_extractor_class_from_name(entry)  # type: ignore[no-any-return]
+        return video_processing_auto.video_processor_class_from_name(entry)
+    return feature_extraction_auto.feature_extractor_class_from_name(entry)
 
 
 TOKENIZER_ATTRIBUTES = ("tokenizer", "qformer_tokenizer")

@@ -72,36 +72,46 @@ def tiny_processor(
             sub = subprocessor_class(attr, model_type)
             if sub is None:
                 continue
-            kwargs = sized_kwargs(sub(), config) | dict(custom.get(attr, {}))  # type: ignore[misc]
-            sized[attr] = sub(**kwargs)
+            extra: dict[str, Any] = custom.get(attr, {})  # type: ignore[assignment]
+            sized[attr] = sub(**(sized_kwargs(sub(), config) | extra))
     kwargs = subprocessor_defaults(model_type, cls, tokenizer, sized)
     kwargs |= processor_kwargs(cls, config)
     fixed = [p for p in SEQ_LENGTH_ARGS if p in inspect.signature(cls.__init__).parameters]
-    image_processor = kwargs.get("image_processor")
+    image_processor: Any = kwargs.get("image_processor")
     has_attr = image_processor is not None and hasattr(image_processor, "image_seq_length")
-    if (fixed or has_attr) and hasattr(model, "get_image_features"):
-        assert model is not None
+    if (fixed or has_attr) and model is not None:
         count = image_features_per_image(model, image_processor)
-        kwargs |= dict.fromkeys(fixed, count)
-        if has_attr:
-            image_processor.image_seq_length = count
+        if count is not None:
+            kwargs |= dict.fromkeys(fixed, count)
+            if has_attr:
+                image_processor.image_seq_length = count  # PaliGemma's processor reads it
     kwargs |= dict(custom.get("processor", {}))
     return cls(**kwargs)
 
 
-def image_features_per_image(model: PreTrainedModel, image_processor: Any) -> int:
-    """How many image features (= placeholder tokens) the model makes of one sample image."""
+def image_features_per_image(model: PreTrainedModel, image_processor: Any) -> int | None:
+    """How many image features (= placeholder tokens) the model makes of one sample image;
+    None where the model has no `get_image_features` taking the image processor's output."""
     import torch
 
     from trainer.models.tiny_any.check import as_model_dtype
     from trainer.models.tiny_any.media import sample_image
 
+    get_features: Any = getattr(model, "get_image_features", None) or getattr(
+        model.base_model, "get_image_features", None
+    )
+    if image_processor is None or not callable(get_features):
+        return None
     inputs = as_model_dtype(
         dict(image_processor(images=[sample_image()], return_tensors="pt")), model
     )
-    accepted = inspect.signature(model.get_image_features).parameters
-    with torch.no_grad():
-        out = model.get_image_features(**{k: v for k, v in inputs.items() if k in accepted})
+    accepted = inspect.signature(get_features).parameters
+    try:
+        with torch.no_grad():
+            out = get_features(**{k: v for k, v in inputs.items() if k in accepted})
+    except TypeError as e:  # it needs inputs the image processor does not make
+        logger.debug("%s: cannot count image features: %s", type(model).__name__, e)
+        return None
     features = getattr(out, "pooler_output", out)
     if isinstance(features, list | tuple):
         return sum(f.numel() // f.shape[-1] for f in features)
@@ -189,7 +199,7 @@ def extra_vision_tokens(config: PretrainedConfig) -> int:
     import torch
     from transformers import AutoModel
 
-    vision = config.vision_config  # type: ignore[attr-defined]
+    vision = config.vision_config
     with torch.device("meta"):
         tower = AutoModel.from_config(vision)
     size, patch = vision.image_size, vision.patch_size

@@ -69,7 +69,7 @@ def _span_tokens(
     """(start, end) tokens around a `kind` span, from the processor or the config's ids."""
     attrs = vars(processor)
     ids = {token_key_name(k): level[k] for k, level in _token_ids(config.to_dict())}
-    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
+    tokenizer = processor.tokenizer
     out = []
     for name in ("vision", kind):
         start = attrs.get(f"{name}_start_token")

@@ -100,7 +100,7 @@ def byte_level_tokenizer(
 def _probe_tokenizer_class() -> type:
     from transformers import PreTrainedTokenizerFast
 
-    class ProbeTokenizer(PreTrainedTokenizerFast):  # type: ignore[misc]
+    class ProbeTokenizer(PreTrainedTokenizerFast):
         """A real tokenizer that records what a processor asked of it and it lacked: named
         tokens (`tokenizer.boi_token`) and tokens looked up by their text
         (`convert_tokens_to_ids("<|begin_of_video|>")`)."""
