@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 PARTS = (
     ("projector", re.compile(
         r"multi_modal_projector|connector|merger|mm_projector|aligner|(^|\.)projector|"
-        r"embed_vision|vision_projection|visual_projection|adapter"
+        r"embed_vision|vision_projection|visual_projection|adapter|visual_embeddings_table"
     )),
     ("vision", re.compile(
         r"vision_tower|visual|vision_model|vision_encoder|image_encoder|vision_embed|"

@@ -48,6 +48,11 @@ OVERRIDES: dict[str, Override] = {
     "gemma4": _GEMMA4,
     "gemma4_unified": _GEMMA4,
     "diffusion_gemma": _GEMMA4,
+    "cohere2_vision": {
+        "image_processor": {"patch_size": 2},
+        "why": "The image processor's patch_size is the number of tokens per tile side after "
+        "the projector's downsampling ((32 / 8) / 2 = 2), not the vision tower's patch size.",
+    },
     "glm4v": _GLM_V,
     "glm4v_moe": _GLM_V,
     "glm46v": _GLM_V,
@@ -61,6 +66,14 @@ OVERRIDES: dict[str, Override] = {
         "config": {"vision_config.intermediate_size": 256},
         "why": "The vision adapter's fc1 takes the pixel-shuffled patches: its input size "
         "(vision intermediate_size) is hidden_size / pixel_shuffle_ratio^2 = 64 / 0.25.",
+    },
+    "vipllava": {
+        "config": {"vision_feature_layers": [-2, -1]},
+        "processor": {"vision_feature_select_strategy": "default"},
+        "why": "The projector concatenates five fixed layers of the vision tower "
+        "(-2, -5, -8, -11, 6); the two-layer tiny tower has three hidden states. The model "
+        "drops CLIP's CLS token, and its config has no vision_feature_select_strategy for "
+        "the (shared LLaVA) processor to read.",
     },
     "mllama": {
         "config": {"vision_config.vision_output_dim": 128},

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.models.tiny_any.overrides import override
 from trainer.models.tiny_any.tokenizer import (
+    ALWAYS_SET,
     TinyVocab,
     derive_vocab,
     iter_token_keys,
@@ -400,12 +401,17 @@ def _hashable(v: Any) -> Any:
 
 
 def _set_token_ids(d: dict[str, Any], vocab: TinyVocab) -> None:
-    for key, path in iter_token_keys(d):
+    """Every token id of the config, the tiny tokenizer's. An id the default config leaves
+    unset is set where the processor has that token (MiniCPM-V's `image_token_id` defaults
+    to None, which would make the model skip its images)."""
+    for key, path in iter_token_keys(d, unset=True):
         level = d
         for p in path:
             level = level[p]
         name = token_key_name(key)
-        token = vocab.token_for(name) or f"<|{name}|>"
+        token = vocab.token_for(name)
+        if token is None and (level[key] is not None or key in ALWAYS_SET):
+            token = f"<|{name}|>"
         if token not in vocab.specials:
             continue
         value = vocab.token_id(token)

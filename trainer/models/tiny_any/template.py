@@ -37,7 +37,8 @@ def placeholders(
 ) -> Placeholders:
     """The media placeholders of `model_type`'s template, read off its processor and config.
 
-    The placeholder is the processor's `image_token` / `video_token`. Where the config names
+    The placeholder is the processor's `image_token` / `video_token` (its
+    `image_placeholder_token` where it has one). Where the config names
     the tokens that open and close a vision span (`vision_start_token_id`, ...,
     `image_start_token_id`, ...), which the model looks for in the sequence, and the processor
     does not write them itself, the placeholder is wrapped in them.
@@ -49,7 +50,9 @@ def placeholders(
         if kind in custom:
             found[kind] = custom[kind].format(**attrs)
             continue
-        token = attrs.get(f"{kind}_token")
+        # A processor with a separate placeholder expands that one (QianfanOCR's `<image>`
+        # becomes `<|context_image|>` tokens).
+        token = attrs.get(f"{kind}_placeholder_token") or attrs.get(f"{kind}_token")
         if not token or (kind == "video" and not _has_video(processor)):
             found[kind] = None
             continue

@@ -37,6 +37,7 @@ _SPECIAL_LOOKING = re.compile(r"^(<[^<>\s]+>|\[[A-Z_]+\])$")
 """Processor attributes holding strings like these are tokens (`<image>`, `<|image_pad|>`,
 `[IMG]`); other strings (Aya Vision's `TILE`) are plain text the processor writes."""
 
+_TOKEN_LIKE = re.compile(r"<[^<>\s]+>|\[[A-Z_]+\]")
 _MAX_PROBES = 32
 
 
@@ -152,7 +153,8 @@ def derive_vocab(
         }
         known = (*named.values(), *processor_tokens.values(), *added)
         processor, _ = _probe(model_type, cls, named, known)  # every token known now
-        repeated = _repeated_tokens(processor, (*BASE, *dict.fromkeys(known)))
+        repeated, written = _expansions(processor)
+        added += written
     vocab = TinyVocab((), named, processor_tokens, repeated)
     wanted = [
         *named.values(),
@@ -194,11 +196,14 @@ def _probe(
     raise RuntimeError(f"{model_type}: the processor keeps asking for tokens")  # pragma: no cover
 
 
-def _repeated_tokens(processor: ProcessorMixin, specials: tuple[str, ...]) -> dict[str, str]:
-    """`image` / `video` -> the special token the processor repeats for one of them."""
+def _expansions(processor: ProcessorMixin) -> tuple[dict[str, str], list[str]]:
+    """What the processor writes for one image / video: the token it repeats (`image` ->
+    `<|IMG_PATCH|>`), and every token-like piece of text it writes (Ovis2's `<IMG_START>`,
+    `<IMG_ATOM>`, `<IMG_GRID>`, `<IMG_END>`), which become tokens of the vocabulary."""
     from trainer.models.tiny_any.media import sample_image, sample_video
 
-    out = {}
+    repeated: dict[str, str] = {}
+    written: list[str] = []
     for kind, media in (
         ("image", {"images": [sample_image()]}),
         ("video", {"videos": [sample_video()]}),
@@ -209,16 +214,16 @@ def _repeated_tokens(processor: ProcessorMixin, specials: tuple[str, ...]) -> di
         ):
             continue
         try:
-            ids = processor(text=[f"a{placeholder}b"], **media)["input_ids"][0]
+            ids = processor(text=[f"a{placeholder}b"], return_tensors="pt", **media)["input_ids"][0]
         except Exception as e:  # default-size processors may refuse; the name mapping stays
             logger.debug("%s: no expansion of %s: %s", type(processor).__name__, kind, e)
             continue
-        counts = Counter(int(i) for i in ids if int(i) < len(specials))
-        if counts:
-            token_id, n = counts.most_common(1)[0]
-            if n > 1:
-                out[kind] = specials[token_id]
-    return out
+        text = processor.tokenizer.decode(ids)
+        counts = Counter(_TOKEN_LIKE.findall(text))
+        written += counts
+        if counts and counts.most_common(1)[0][1] > 1:
+            repeated[kind] = counts.most_common(1)[0][0]
+    return repeated, written
 
 
 def _named_kwargs(tok: PreTrainedTokenizerFast, named: dict[str, str]) -> dict[str, Any]:
@@ -252,19 +257,23 @@ def token_key_name(key: str) -> str:
     return m.group(1) or m.group(3)
 
 
+ALWAYS_SET = frozenset({"bos_token_id", "eos_token_id", "pad_token_id"})
+
+
 def iter_token_keys(
-    d: dict[str, Any], path: tuple[str, ...] = ()
+    d: dict[str, Any], path: tuple[str, ...] = (), unset: bool = False
 ) -> list[tuple[str, tuple[str, ...]]]:
     """(key, path of the dict holding it) for every token-id key with a value, sub-configs
-    included; bos/eos/pad keys are listed even when unset (the tiny model sets them)."""
+    included; bos/eos/pad keys are listed even when unset (the tiny model sets them), and
+    with `unset` every token-id key is."""
     out = []
     for k, v in d.items():
         if not isinstance(k, str) or k.startswith("_"):
             continue
         if isinstance(v, dict):
-            out += iter_token_keys(v, (*path, k))
+            out += iter_token_keys(v, (*path, k), unset)
         elif _TOKEN_KEY.match(k) and (
-            isinstance(v, int | list) or k in {"bos_token_id", "eos_token_id", "pad_token_id"}
+            isinstance(v, int | list) or (v is None and (unset or k in ALWAYS_SET))
         ):
             out.append((k, path))
     return out
