@@ -78,9 +78,9 @@ HEAD_KEYS = frozenset(
     }
 )  # fmt: skip
 KV_HEAD_KEYS = {
-    "num_key_value_heads": "num_attention_heads",
-    "swa_num_key_value_heads": "swa_num_attention_heads",
-    "linear_num_value_heads": "linear_num_key_heads",
+    "num_key_value_heads": ("num_attention_heads", "num_heads"),
+    "swa_num_key_value_heads": ("swa_num_attention_heads",),
+    "linear_num_value_heads": ("linear_num_key_heads",),
 }
 """Key/value heads keep their ratio to the query heads they are grouped with."""
 HEAD_DIM_KEYS = frozenset(
@@ -228,7 +228,7 @@ def _shrink(d: dict[str, Any]) -> None:
             _shrink(value)
     _shrink_layers(d)
     rotary = _rotary_fraction(d)
-    heads_before = {k: d.get(k) for k in KV_HEAD_KEYS.values()}
+    heads_before = {k: d.get(k) for keys in KV_HEAD_KEYS.values() for k in keys}
     for key, value in list(d.items()):
         if not isinstance(value, int) or isinstance(value, bool):
             continue
@@ -262,9 +262,10 @@ def _shrink(d: dict[str, Any]) -> None:
             and all(isinstance(v, int) for v in value)
         ):
             d[key] = [IMAGE_SIZE if key == "image_size" else PATCH_SIZE] * 2
-    for kv_key, q_key in KV_HEAD_KEYS.items():
-        kv, q = d.get(kv_key), heads_before.get(q_key)
-        if isinstance(kv, int) and isinstance(q, int) and q > 0 and isinstance(d.get(q_key), int):
+    for kv_key, q_keys in KV_HEAD_KEYS.items():
+        q_key = next((k for k in q_keys if isinstance(heads_before.get(k), int)), None)
+        kv, q = d.get(kv_key), heads_before.get(q_key or "")
+        if q_key is not None and isinstance(kv, int) and isinstance(q, int) and q > 0:
             d[kv_key] = _grouped(kv, q, d[q_key])
     grid = IMAGE_SIZE // PATCH_SIZE
     if isinstance(d.get("image_grid_pinpoints"), list) and d["image_grid_pinpoints"]:
