@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from trainer.models.tiny_any import VERIFIED, build_tiny
-from trainer.models.tiny_any.check import conversation, make_batch, media_token_ids, train_step
+from trainer.models.tiny_any.check import (
+    conversation,
+    make_batch,
+    media_token_ids,
+    render,
+    train_step,
+)
 
 NAMED = (
     "qwen3_5", "qwen3_5_moe", "qwen3_vl", "qwen3_vl_moe", "gemma3", "gemma4", "internvl",
@@ -77,10 +83,10 @@ def test_chat_template_renders_prefixes_and_ends_answers(
     answer ends with the end-of-turn token."""
     _, processor = tiny_any(model_type)
     messages = conversation(images=1)
-    full = processor.apply_chat_template(messages)
+    full = render(processor, messages)
     for k in range(1, len(messages)):
-        assert full.startswith(processor.apply_chat_template(messages[:k]))
-    prompt = processor.apply_chat_template(messages[:1], add_generation_prompt=True)
+        assert full.startswith(render(processor, messages[:k]))
+    prompt = render(processor, messages[:1], add_generation_prompt=True)
     assert full[len(prompt) :].startswith("red" + processor.tokenizer.eos_token)
     assert full.count(processor.tokenizer.eos_token) == len(messages)
 

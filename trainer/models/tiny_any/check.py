@@ -60,9 +60,24 @@ def conversation(images: int = 1, videos: int = 0) -> list[dict[str, Any]]:
     ]
 
 
+def render(
+    processor: ProcessorMixin, messages: list[dict[str, Any]], add_generation_prompt: bool = False
+) -> str:
+    """The chat template's text: the processor's template, else the tokenizer's (processor
+    classes whose `__init__` takes no `chat_template`, BLIP-2's, lose it on load; vlaunch's
+    `ChatFormat` falls back the same way)."""
+    if getattr(processor, "chat_template", None):
+        text = processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+    else:
+        text = processor.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    return str(text)
+
+
 def make_batch(processor: ProcessorMixin, images: int = 1, videos: int = 0) -> dict[str, Any]:
     """The processor's batch for `conversation(images, videos)`, labels = input ids."""
-    text = processor.apply_chat_template(conversation(images, videos))
+    text = render(processor, conversation(images, videos))
     kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
     if images:
         kwargs["images"] = [sample_image(i) for i in range(images)]

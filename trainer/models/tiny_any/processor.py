@@ -200,8 +200,11 @@ def extra_vision_tokens(config: PretrainedConfig) -> int:
     from transformers import AutoModel
 
     vision = config.vision_config
-    with torch.device("meta"):
-        tower = AutoModel.from_config(vision)
+    try:
+        with torch.device("meta"):
+            tower = AutoModel.from_config(vision)
+    except ValueError:  # a tower AutoModel cannot build alone (Florence-2's DaViT)
+        return 0
     size, patch = vision.image_size, vision.patch_size
     pixels = torch.zeros(1, vision.num_channels, size, size, device="meta")
     with torch.no_grad():
