@@ -273,6 +273,13 @@ def _shrink(d: dict[str, Any]) -> None:
     for key in ("num_patches", "num_position_embeddings"):
         if isinstance(d.get(key), int) and math.isqrt(d[key]) ** 2 == d[key]:
             d[key] = grid * grid
+    if isinstance(d.get("base_channels"), int):  # a VQ-VAE (Janus, Chameleon, Emu3 images)
+        d.update(base_channels=32, num_res_blocks=1)
+        if isinstance(d.get("channel_multiplier"), list):  # same levels, 32 channels each
+            d["channel_multiplier"] = [1] * len(d["channel_multiplier"])
+        for key in ("latent_channels", "num_embeddings"):
+            if isinstance(d.get(key), int):
+                d[key] = min(d[key], 32 if key == "latent_channels" else OTHER_VOCAB)
     if isinstance(d.get("position_embedding_size"), int):  # Gemma 4: positions per axis
         d["position_embedding_size"] = 8 * grid
     for key in TOKENS_PER_IMAGE_KEYS:  # a pooled grid: a quarter of the patches
