@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from trainer.models.tiny_any.media import sample_image, sample_video
+from trainer.models.tiny_any.media import sample_image, video_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -82,8 +82,9 @@ def make_batch(processor: ProcessorMixin, images: int = 1, videos: int = 0) -> d
     if images:
         kwargs["images"] = [sample_image(i) for i in range(images)]
     if videos:
-        kwargs["videos"] = [sample_video() for _ in range(videos)]
+        kwargs |= video_inputs(videos)
     batch = dict(processor(**kwargs))
+    batch.pop("video_metadata", None)
     batch["labels"] = batch["input_ids"].clone()
     return batch
 

@@ -30,3 +30,10 @@ def sample_video(frames: int = VIDEO_FRAMES) -> Any:
         x = 4 + 3 * t
         video[t, 12:28, x : x + 16] = (220, 30, 30)
     return video
+
+
+def video_inputs(count: int = 1) -> dict[str, Any]:
+    """Processor keyword arguments for `count` sample videos. Metadata is asked for: some
+    processors write frame timestamps from it and fail without (Cosmos3-Edge, Muse Glimmer);
+    drop `video_metadata` from the output before the model sees it."""
+    return {"videos": [sample_video() for _ in range(count)], "return_metadata": True}

@@ -75,6 +75,18 @@ OVERRIDES: dict[str, Override] = {
         "drops CLIP's CLS token, and its config has no vision_feature_select_strategy for "
         "the (shared LLaVA) processor to read.",
     },
+    "molmo2": {
+        "config": {"adapter_config.vision_feature_layer": [-1, -2]},
+        "image_processor": {"overlap_margins": [0, 0]},
+        "why": "The adapter reads vision layers 24 and 18, which the two-layer tiny tower has "
+        "not; it reads the last two instead. Overlapping crops keep 4-patch margins, more than "
+        "a 4-patch tiny crop has.",
+    },
+    "muse_glimmer": {
+        "config": {"out_hidden_size": 256},
+        "why": "The vision adapter takes the pixel-shuffled patches: out_hidden_size is the "
+        "vision width times merge_size^2 (64 x 4), not a width of its own.",
+    },
     "mllama": {
         "config": {"vision_config.vision_output_dim": 128},
         "why": "vision_output_dim is not a width: the tower concatenates its last layer with "

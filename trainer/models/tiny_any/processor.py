@@ -3,9 +3,13 @@
 The processor class comes from `AutoProcessor`'s mapping, its image / video processors and
 feature extractor from theirs. Their size settings are rewritten so that a 32-64 px image
 becomes one 32 px image (or a few 32 px tiles) in the tiny tower's patches: lengths to 32 px,
-pixel areas to 32x32, patch / merge / temporal patch sizes to the vision config's. Processor
-arguments named like a config key (`patch_size`, `vision_feature_select_strategy`,
-`spatial_merge_size`, ...) take the tiny config's value.
+pixel areas (dynamic-resolution processors) to between 32x32 and 64x64, tile counts to at
+most 2 (or the vision config's `max_num_tiles`), patch / merge / temporal patch sizes to the
+vision config's; video processors take every frame. Processor arguments named like a config
+key (`patch_size`, `vision_feature_select_strategy`, `spatial_merge_size`, ...) take the tiny
+config's value; those that fix the number of tokens an image becomes (`image_seq_len`, ...)
+take what the tiny model's `get_image_features` makes of one image, and
+`num_additional_image_tokens` what its vision tower outputs besides one token per patch.
 """
 
 from __future__ import annotations

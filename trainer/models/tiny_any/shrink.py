@@ -173,6 +173,7 @@ def tiny_config_dict(default: PretrainedConfig, vocab: TinyVocab) -> dict[str, A
     d = default.to_dict()
     for key in ("transformers_version", "_name_or_path", "architectures"):
         d.pop(key, None)
+    _name_token_keys(default, d)
     _shrink(d)
     _shrink_text(d, vocab, is_text=True)
     _set_token_ids(d, vocab)
@@ -200,6 +201,19 @@ def _shrink_text(d: dict[str, Any], vocab: TinyVocab, is_text: bool) -> None:
     for key, value in d.items():
         if _is_subconfig(key, value):
             _shrink_text(value, vocab, is_text=key in TEXT_LEVELS)
+
+
+def _name_token_keys(config: PretrainedConfig, d: dict[str, Any]) -> None:
+    """Token ids stored under another name (Molmo2's `image_patch_id`, which its
+    `attribute_map` calls `image_token_id`) are written under the token-id name."""
+    from transformers import PretrainedConfig
+
+    for alias, real in getattr(config, "attribute_map", {}).items():
+        if alias.endswith(("_token_id", "_token_index")) and real in d and alias not in d:
+            d[alias] = d.pop(real)
+    for key, value in vars(config).items():
+        if isinstance(value, PretrainedConfig) and isinstance(d.get(key), dict):
+            _name_token_keys(value, d[key])
 
 
 def _fill_missing_subconfigs(config: PretrainedConfig) -> None:
@@ -319,7 +333,8 @@ def _grouped(kv: int, q_before: int, q_after: int) -> int:
 
 
 def _shrink_rope(d: dict[str, Any]) -> None:
-    """M-RoPE sections sum to half the rotary dims of the new head size."""
+    """Explicit M-RoPE sections sum to half the rotary dims of the new head size (configs
+    that validate it refuse anything else; `_fit_mrope` covers the implicit ones)."""
     rope = d.get("rope_parameters")
     sections = [r for r in (rope, *(rope or {}).values()) if isinstance(r, dict)] if rope else []
     head_dim = d.get("head_dim") or (

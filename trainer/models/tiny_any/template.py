@@ -102,11 +102,11 @@ def _has_video(processor: ProcessorMixin) -> bool:
 
 def _expanded(processor: ProcessorMixin, kind: str, token: str) -> str:
     """The text the processor turns one bare placeholder into."""
-    from trainer.models.tiny_any.media import sample_image, sample_video
+    from trainer.models.tiny_any.media import sample_image, video_inputs
 
     if kind == "video" and not _has_video(processor):
         return ""
-    media = {"images": [sample_image()]} if kind == "image" else {"videos": [sample_video()]}
+    media = {"images": [sample_image()]} if kind == "image" else video_inputs()
     out = processor(text=[f"a{token}b"], **media)
     return str(processor.tokenizer.decode(out["input_ids"][0]))
 

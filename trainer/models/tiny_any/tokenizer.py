@@ -200,13 +200,13 @@ def _expansions(processor: ProcessorMixin) -> tuple[dict[str, str], list[str]]:
     """What the processor writes for one image / video: the token it repeats (`image` ->
     `<|IMG_PATCH|>`), and every token-like piece of text it writes (Ovis2's `<IMG_START>`,
     `<IMG_ATOM>`, `<IMG_GRID>`, `<IMG_END>`), which become tokens of the vocabulary."""
-    from trainer.models.tiny_any.media import sample_image, sample_video
+    from trainer.models.tiny_any.media import sample_image, video_inputs
 
     repeated: dict[str, str] = {}
     written: list[str] = []
     for kind, media in (
         ("image", {"images": [sample_image()]}),
-        ("video", {"videos": [sample_video()]}),
+        ("video", video_inputs()),
     ):
         placeholder = getattr(processor, f"{kind}_token", None)
         if not isinstance(placeholder, str) or (
