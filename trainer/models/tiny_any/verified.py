@@ -39,6 +39,8 @@ VERIFIED = (
     "mistral3",
     "mistral_large4",
     "mllama",
+    "molmo2",
+    "muse_glimmer",
     "ovis2",
     "ovis2_5",
     "paddleocr_vl",
