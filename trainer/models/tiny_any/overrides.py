@@ -4,6 +4,8 @@ An entry exists only where the generic rule cannot work, and says why. Keys:
 - `config`: dotted paths into the shrunk config -> value (applied last);
 - `processor`, `image_processor`, `video_processor`: keyword arguments of those classes,
   applied over the derived ones;
+- `named_tokens`: named special tokens the tokenizer must have (`boa_token` -> `<|boa|>`)
+  beyond those the processor is seen to require;
 - `template`: `image` / `video` placeholder text of the chat template, with `{attr}` fields
   filled from the processor's attributes;
 - `why`: the reason, one line per item.
