@@ -52,7 +52,7 @@ def cache_dir() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "vlaunch"
 
 
-def tiny_model_path(family: str, root: Path | None = None) -> Path:
+def tiny_model_path(model_type: str, root: Path | None = None) -> Path:
     """The folder of `tiny:<type>`, built on first use.
 
     Ranks started together all ask for it at once: one builds it (under a file lock next to
@@ -62,10 +62,10 @@ def tiny_model_path(family: str, root: Path | None = None) -> Path:
     """
     from filelock import FileLock
 
-    from trainer.models.tiny import build_tiny
-    from vlaunch_core.models.tiny_specs import get_tiny_spec
+    from trainer.models.tiny import build_tiny, check_model_type
 
-    get_tiny_spec(family)  # unknown family -> user error before touching the disk
+    check_model_type(model_type)  # unknown type -> user error before touching the disk
+    family = model_type
     target = (root or cache_dir() / "tiny") / _tiny_version() / family
     if (target / "config.json").is_file():
         return target
@@ -88,16 +88,10 @@ def tiny_model_path(family: str, root: Path | None = None) -> Path:
 
 
 def _tiny_version() -> str:
-    """Tiny folders are keyed by the transformers version and a hash of the specs."""
-    import hashlib
-    import json
+    """Tiny folders are keyed by the transformers version and the tiny builder's source."""
+    from vlaunch_core.models.configs import tiny_fingerprint
 
-    import transformers
-
-    from vlaunch_core.models.tiny_specs import TINY_SPECS
-
-    blob = json.dumps({k: repr(v) for k, v in TINY_SPECS.items()}, sort_keys=True)
-    return f"tf{transformers.__version__}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+    return tiny_fingerprint()
 
 
 def load_model(

@@ -1,4 +1,4 @@
-"""The architectures whose tiny models pass `tests/models/test_tiny_any.py` (torch-free).
+"""The architectures whose tiny models pass `tests/models/test_tiny_models.py` (torch-free).
 
 Each builds, loads back through the Auto classes, and trains a step on an image (and on a
 video and on two images where its processor takes them) with gradients reaching the vision
