@@ -82,12 +82,12 @@ class Batch:
         return replace(self, inputs={k: v.pin_memory() for k, v in self.inputs.items()})
 
 
-def _pad_cat(tensors: Sequence[torch.Tensor], value: float, dim0: bool = True) -> torch.Tensor:
-    """Concatenate along dim 0 (or 1), padding every other dim to the largest."""
+def _pad_cat(tensors: Sequence[torch.Tensor], value: float, cat_dim: int = 0) -> torch.Tensor:
+    """Concatenate along `cat_dim`, padding every other dim to the largest."""
     import torch
 
-    cat_dim = 0 if dim0 else 1
     ndim = tensors[0].dim()
+    cat_dim %= ndim
     shape = [max(int(t.shape[d]) for t in tensors) for d in range(ndim)]
     padded = []
     for t in tensors:
@@ -113,6 +113,8 @@ class Collator:
         self.pad_token_id = pad_token_id
         self.packing = packing
         self.row_keys = family.quirks.row_media_keys if family else frozenset()
+        self.concat_dims = dict(family.quirks.media_concat_dims) if family else {}
+        self.family = family
 
     def _pad_value(self, key: str) -> int:
         return {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX}.get(key, 0)
@@ -121,6 +123,7 @@ class Collator:
         kept = [e for e in items if e is not None]
         if not kept:
             return Batch({}, 0, 0, 0, 0)
+        self._check_mixed_media(kept)
         inputs = self._pack(kept) if self.packing else self._pad(kept)
         n_tokens = sum(e.length for e in kept)
         labels = inputs["labels"]
@@ -133,6 +136,27 @@ class Collator:
             num_truncated=sum(1 for e in kept if e.overlength),
             num_substituted=sum(1 for e in kept if e.substituted),
         )
+
+    def _check_mixed_media(self, items: Sequence[Encoded]) -> None:
+        """Refuse a micro batch of images and videos for a model that takes one or the other
+        (its own error would be an opaque count mismatch deep in the forward pass)."""
+        family = self.family
+        if family is None or family.quirks.mixed_media:
+            return
+        keys = {k for e in items for k in e.tensors}
+        if "pixel_values" in keys and "pixel_values_videos" in keys:
+            raise UserError(
+                f"{family.name} takes images or videos in one forward pass, not both; this "
+                "micro batch has both",
+                hint="set train.micro_batch_size=1, or train on images and on videos in "
+                "separate runs",
+            )
+
+    def _cat(self, key: str, present: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Media tensors of several samples as one (the processor's own batch layout)."""
+        if len(present) == 1:
+            return present[0]
+        return _pad_cat(present, 0, self.concat_dims.get(key, 0))
 
     def _pad(self, items: Sequence[Encoded]) -> dict[str, torch.Tensor]:
         import torch
@@ -154,7 +178,7 @@ class Collator:
                     rows.append(present[0].new_zeros(shape))
                 out[key] = _pad_cat(rows, self._pad_value(key))
             else:
-                out[key] = _pad_cat(present, 0) if len(present) > 1 else present[0]
+                out[key] = self._cat(key, present)
         if "attention_mask" not in out:
             mask = torch.zeros_like(out["input_ids"])
             for r, e in enumerate(items):
@@ -173,7 +197,7 @@ class Collator:
             if key in SEQ_KEYS:
                 out[key] = torch.cat(present, dim=1)
             else:
-                out[key] = _pad_cat(present, 0) if len(present) > 1 else present[0]
+                out[key] = self._cat(key, present)
         labels = []
         for e in items:
             lab = e.tensors["labels"].clone()

@@ -22,6 +22,7 @@ QUIRK_MODULES: dict[str, str] = {
     "llava": "llava",
     "llava_next": "llava_next",
     "llava_next_video": "llava_next",
+    "llava_onevision": "llava_next",
     "paligemma": "paligemma",
     "mllama": "mllama",
     "qwen2_vl": "qwen_vl",
@@ -31,6 +32,15 @@ QUIRK_MODULES: dict[str, str] = {
     "qwen3_5": "qwen_vl",
     "qwen3_5_moe": "qwen_vl",
     "idefics3": "idefics3",
+    "glm4v": "glm4v",
+    "glm46v": "glm4v",
+    "glm4v_moe": "glm4v",
+    "minicpm_ocr": "minicpmv",
+    "minicpmv4_6": "minicpmv",
+    "minicpmv4_7": "minicpmv",
+    "molmo2": "molmo2",
+    "granite_docling": "granite_docling",
+    "ovis2_5": "ovis2_5",
     "smolvlm": "idefics3",
     "llava_llama": "vila",
     "nvila": "nvila",
@@ -57,6 +67,12 @@ class Quirks:
     row_media_keys: frozenset[str] = frozenset()
     """Media tensors laid out per batch row (`[rows, images, ...]`): collation pads rows
     without images with zeros instead of concatenating."""
+    media_concat_dims: Mapping[str, int] = field(default_factory=dict)
+    """Media tensors the processor batches along another dimension than the first (MiniCPM-V
+    packs the patches of every image of a batch along the last dimension of one tensor)."""
+    mixed_media: bool = True
+    """One forward pass may take images and videos together (False: a micro batch that
+    mixes them is refused with a clear error instead of failing inside the model)."""
     packing: str | None = None
     """None: packed rows with per-sample `position_ids` work; `mrope`: 3-D multimodal RoPE
     positions computed per sample; any other text: why packing is refused."""

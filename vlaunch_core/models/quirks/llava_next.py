@@ -1,5 +1,6 @@
-"""LLaVA-NeXT and LLaVA-NeXT-Video: `image_newline` is a bare parameter of the multimodal
-model (the row separator of any-resolution tiles); it is trained with the projector."""
+"""LLaVA-NeXT, LLaVA-NeXT-Video and LLaVA-OneVision: `image_newline` is a bare parameter of
+the multimodal model (the row separator of any-resolution tiles); it is trained with the
+projector."""
 
 from vlaunch_core.models.quirks import Quirks
 
