@@ -65,9 +65,13 @@ def describe_model(model: torch.nn.Module, *, remote_code: bool = False) -> Mode
     cfg = config.to_dict()
     unused: list[str] = []
     vision = [s for s in stacks if s.part == "vision_tower"]
-    if len(vision) == 1:
-        tower = _tower_of(vision[0].prefix, overrides)
-        unused += unused_vision_layers(cfg, vision[0], tower)
+    towers: dict[str, list[LayerStack]] = {}  # Video-LLaVA: an image and a video tower
+    for stack in vision:
+        towers.setdefault(_tower_of(stack.prefix, overrides), []).append(stack)
+    for tower, tower_stacks in towers.items():
+        if len(tower_stacks) == 1:  # several stacks in one tower (Mllama): no feature layer
+            unused += unused_vision_layers(cfg, tower_stacks[0], tower)
+    unused += _indexers(base) + _pooling_heads(base, overrides)
     if quirks.unused is not None:
         unused += quirks.unused(cfg)
     text_cfg = config.get_text_config().to_dict()
@@ -264,7 +268,7 @@ def _stacks(model: Any, overrides: dict[str, Any]) -> list[LayerStack]:
                 re.sub(r"\.\d+(?=\.|$)", ".*", sub)
                 for first in by_class.values()
                 for sub, m in first.named_modules()
-                if sub and (isinstance(m, torch.nn.Linear) or type(m).__name__.endswith("4bit"))
+                if sub and _is_projection(m)
             }
         )
         found.append(
@@ -293,6 +297,39 @@ def _stacks(model: Any, overrides: dict[str, Any]) -> list[LayerStack]:
             )
             inside.append(name)
     return found
+
+
+def _indexers(model: Any) -> list[str]:
+    """Sparse-attention indexers (DeepSeek-V3.2-style `indexer` modules in attention layers:
+    Mistral Large 4, GLM-5, ...) choose the keys each query reads by top-k, so the loss
+    sends them no gradient: unused for training."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] == "indexer" and type(module).__name__.endswith("Indexer")
+    ]
+
+
+def _pooling_heads(model: Any, overrides: dict[str, Any]) -> list[str]:
+    """Attention-pooling heads of a vision tower (SigLIP's `head`): VLMs read the patch
+    features, never the pooled vector, so the head gets no gradient."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if type(module).__name__.endswith("PoolingHead")
+        and part_of(name, overrides) == "vision_tower"
+    ]
+
+
+def _is_projection(module: Any) -> bool:
+    """A Linear layer LoRA can adapt: `nn.Linear`'s own forward (or a 4-bit one). A subclass
+    with its own forward is something else built on a Linear (Llama 4's MoE router returns
+    scores and logits): not a default target."""
+    import torch
+
+    if type(module).__name__.endswith("4bit"):
+        return True
+    return isinstance(module, torch.nn.Linear) and type(module).forward is torch.nn.Linear.forward
 
 
 def _tower_of(prefix: str, overrides: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENV = "VLAUNCH_CACHE"
 DESCRIBE_TIMEOUT_S = 600
-_VERSION = "1"  # bump when trainer.models.describe changes what it writes
+_VERSION = "2"  # bump when trainer.models.describe changes what it writes
 
 
 def cache_root() -> Path:

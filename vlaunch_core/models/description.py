@@ -43,6 +43,7 @@ PART_NAMES: dict[Part, tuple[str, ...]] = {
         "vision_resampler",
         "resampler_model",
         "embed_vision",
+        "visual_embeddings_table",
     ),
     "vision_tower": (
         "vision_tower",
