@@ -218,7 +218,40 @@ def _wrap_lora(
         modules_to_save=modules_to_save or None,
         bias="none",
     )
-    return get_peft_model(cast(Any, model), config)
+    planned = {n for t in targets.values() for n in t.matched}
+    model_type = getattr(getattr(model, "config", None), "model_type", "?")
+    try:
+        wrapped = get_peft_model(cast(Any, model), config)
+    except ValueError as e:
+        if "ParamWrapper" not in str(e):
+            raise
+        raise _rewritten_targets(model_type, str(e)) from None
+    adapted = {canonical_name(n) for n, m in wrapped.named_modules() if _is_lora_layer(m)}
+    if adapted != planned:
+        extra, missing = sorted(adapted - planned), sorted(planned - adapted)
+        raise _rewritten_targets(
+            model_type,
+            f"adapted but not planned: {extra[:3]}; planned but not adapted: {missing[:3]}",
+        )
+    return wrapped
+
+
+def _is_lora_layer(module: torch.nn.Module) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return isinstance(module, LoraLayer)
+
+
+def _rewritten_targets(model_type: str, detail: str) -> UserError:
+    """peft moved LoRA off the planned modules (its transformers v4 -> v5 conversion of MoE
+    models renames Linear targets called gate_proj/up_proj/down_proj to fused expert
+    parameters, dense MLP layers included): train exactly the plan or not at all."""
+    return UserError(
+        f"peft would not put LoRA on the planned modules of this {model_type} model ({detail})",
+        hint="peft converts the LoRA targets of some MoE architectures (MLP projections become "
+        "the fused expert parameters); set tuning.lora.target_modules to the attention "
+        "projections (e.g. [q_proj, k_proj, v_proj, o_proj]) or tune the language model in full",
+    )
 
 
 def _fullmatches(model: torch.nn.Module, regex: str, exclude: str | None) -> set[str]:
