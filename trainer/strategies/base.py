@@ -121,8 +121,11 @@ class Strategy:
                 yield
 
     def input_dtype(self) -> torch.dtype | None:
-        """Dtype for floating inputs (pixel values), when the weights themselves are half."""
-        return None
+        """Dtype for floating inputs (pixel values): float32 in fp32 runs (Llama 4's image
+        processor returns bfloat16 pixels); under autocast (bf16/fp16) autocast casts them."""
+        import torch
+
+        return torch.float32 if self.precision == "fp32" else None
 
     def forward(self, batch: dict[str, Any]) -> Any:
         assert self.model is not None

@@ -157,7 +157,7 @@ class ZeroStrategy(Strategy):
         return contextlib.nullcontext()  # DeepSpeed holds the weights in bf16/fp16 itself
 
     def input_dtype(self) -> torch.dtype | None:
-        return None if self.precision == "fp32" else dtype_of(self.precision)
+        return dtype_of(self.precision)
 
     def micro_step(self, is_last: bool) -> Any:
         import contextlib
