@@ -143,6 +143,7 @@ def save_weights(model: nn.Module, trainable: dict[str, torch.Tensor], folder: P
     from safetensors.torch import save_file
 
     adapter, rest = split_trainables(model, trainable)
+    folder.mkdir(parents=True, exist_ok=True)
     if is_peft(model):
         out = folder / ADAPTER_DIR
         out.mkdir(parents=True, exist_ok=True)

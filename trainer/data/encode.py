@@ -205,7 +205,11 @@ class SampleEncoder:
         if img:
             kwargs["images"] = img
         if vid:
+            # Frames come sampled already; some processors write frame timestamps from the
+            # metadata they return (Muse Glimmer fails without it). It is not a tensor, so it
+            # stays out of the model inputs below.
             kwargs["videos"] = vid
+            kwargs["return_metadata"] = True
         out = self.processor(**kwargs)
         return {k: v for k, v in out.items() if k != "labels" and hasattr(v, "shape")}
 

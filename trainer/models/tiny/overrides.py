@@ -46,6 +46,12 @@ _GEMMA4: Override = {
     "280, 560 or 1120; 70 is the smallest.",
 }
 
+_MINICPMV: Override = {
+    "config": {"insert_layer_id": 0, "vision_config.insert_layer_id": 0},
+    "why": "The vision tower's window-attention merger runs after layer insert_layer_id (6), "
+    "which the two-layer tiny tower has not; it runs after the first layer instead.",
+}
+
 OVERRIDES: dict[str, Override] = {
     "gemma4": _GEMMA4,
     "gemma4_unified": _GEMMA4,
@@ -89,6 +95,8 @@ OVERRIDES: dict[str, Override] = {
         "why": "The vision adapter takes the pixel-shuffled patches: out_hidden_size is the "
         "vision width times merge_size^2 (64 x 4), not a width of its own.",
     },
+    "minicpmv4_6": _MINICPMV,
+    "minicpmv4_7": _MINICPMV,
     "mllama": {
         "config": {"vision_config.vision_output_dim": 128},
         "why": "vision_output_dim is not a width: the tower concatenates its last layer with "
