@@ -55,7 +55,7 @@ def expected_plan(
     for name, _ in model.named_parameters():
         if _under(name, unused):
             continue
-        mode = modes[family.module_of(name)]
+        mode = modes.get(family.module_of(name), "frozen")  # `other` (audio, generation heads)
         owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
         if mode == "full" or (mode == "layernorm" and _is_norm(owner)):
             trainable.add(name)
