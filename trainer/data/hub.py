@@ -31,14 +31,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _READABLE = {".parquet": "parquet", ".arrow": "arrow"}
-_resolved: dict[tuple[str, str | None, str, str | None], ResolvedHub] = {}
+_resolved: dict[tuple[str, ...], ResolvedHub] = {}
 
 
 def resolve_hub(entry: DatasetEntry) -> ResolvedHub:
     """The local Parquet or Arrow files of a hub dataset's config and split (cached per
     process). Raises `SourceError` with what to do when it is not available."""
+    from huggingface_hub import constants
+
     split = entry.split or "train"
-    key = (entry.data_path, entry.config_name, split, entry.revision)
+    key = (constants.HF_HUB_CACHE, entry.data_path, entry.config_name or "", split)
+    key += (entry.revision or "",)
     if key not in _resolved:
         _resolved[key] = _resolve(entry.data_path, entry.config_name, split, entry.revision)
         found = _resolved[key]

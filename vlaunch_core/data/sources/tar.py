@@ -79,10 +79,13 @@ def scan_shard(path: str) -> ShardIndex:
                 parts = split_name(info.name)
                 if parts is None:
                     continue
+                key, ext = parts
                 if info.offset_data + info.size > size:
+                    if index.keys and index.keys[-1] == key:  # that sample is incomplete
+                        index.keys.pop()
+                        index.members.pop()
                     index.error = f"member {info.name} is cut short: the shard is truncated"
                     break
-                key, ext = parts
                 if not index.keys or index.keys[-1] != key:
                     index.keys.append(key)
                     index.members.append([])
