@@ -51,9 +51,7 @@ def items(shapes: Path, n_images: int) -> list[Item]:
     """`n_images` colour questions and one video question of the shapes dataset."""
     rows = json.loads((shapes / "train.json").read_text())[:n_images]
     video = json.loads((shapes / "video_train.json").read_text())[0]
-    out = [
-        Item(r["id"], "image", r["image"], r["conversations"][1]["value"]) for r in rows
-    ]
+    out = [Item(r["id"], "image", r["image"], r["conversations"][1]["value"]) for r in rows]
     video_item = Item(video["id"], "video", video["video"], video["conversations"][1]["value"])
     out.insert(len(out) // 2, video_item)
     return out
@@ -128,9 +126,7 @@ def build_parquet(shapes: Path, out: Path, n: int = 12, faults: bool = False) ->
     rows = [message_row(shapes, i, it) for i, it in enumerate(items(shapes, n))]
     half = (len(rows) + 1) // 2
     names = ["part-00000.parquet", "part-00001.parquet"]
-    expected = (
-        message_faults(rows, lambda i: (names[i // half], i % half)) if faults else set()
-    )
+    expected = message_faults(rows, lambda i: (names[i // half], i % half)) if faults else set()
     out.mkdir(parents=True, exist_ok=True)
     for k, name in enumerate(names):
         table = pa.Table.from_pylist(rows[k * half : (k + 1) * half])
@@ -164,12 +160,12 @@ def build_save_to_disk(shapes: Path, out: Path, n: int = 12, faults: bool = Fals
     rows = [message_row(shapes, i, it) for i, it in enumerate(items(shapes, n))]
     half = (len(rows) + 1) // 2
     names = [f"data-0000{k}-of-00002.arrow" for k in range(2)]
-    expected = (
-        message_faults(rows, lambda i: (names[i // half], i % half)) if faults else set()
-    )
+    expected = message_faults(rows, lambda i: (names[i // half], i % half)) if faults else set()
     train = Dataset.from_list(rows, features=hf_features())
     test = Dataset.from_list(rows[:2], features=hf_features())
-    DatasetDict({"train": train, "test": test}).save_to_disk(str(out), num_shards={"train": 2, "test": 1})
+    DatasetDict({"train": train, "test": test}).save_to_disk(
+        str(out), num_shards={"train": 2, "test": 1}
+    )
     images, videos = _counts(rows)
     entry = {"data_path": str(out), "split": "train", "media_dir": str(shapes)}
     return Built(entry, expected, len(rows), images, videos)
@@ -206,9 +202,7 @@ def build_hub(shapes: Path, hf_home: Path, n: int = 12, faults: bool = False) ->
     rows = [message_row(shapes, i, it) for i, it in enumerate(items(shapes, n))]
     half = (len(rows) + 1) // 2
     names = [f"train-0000{k}-of-00002.parquet" for k in range(2)]
-    expected = (
-        message_faults(rows, lambda i: (names[i // half], i % half)) if faults else set()
-    )
+    expected = message_faults(rows, lambda i: (names[i // half], i % half)) if faults else set()
     lay_out_hub_dataset(hf_home, HUB_ID, {"train": rows, "test": rows[:2]}, hf_features(), 2)
     images, videos = _counts(rows)
     entry = {"data_path": HUB_ID, "source": "hf", "media_dir": str(shapes)}
@@ -239,7 +233,10 @@ def build_llava_mix(shapes: Path, hf_home: Path, n: int = 12) -> int:
                     ],
                     "role": "user",
                 },
-                {"content": [{"index": None, "text": it.answer, "type": "text"}], "role": "assistant"},
+                {
+                    "content": [{"index": None, "text": it.answer, "type": "text"}],
+                    "role": "assistant",
+                },
             ],
             "images": [{"bytes": (shapes / it.path).read_bytes(), "path": None}],
         }
@@ -252,7 +249,9 @@ def build_llava_mix(shapes: Path, hf_home: Path, n: int = 12) -> int:
 # --------------------------------------------------------------------------- tar shards
 
 
-def build_tar(shapes: Path, out: Path, n: int = 12, faults: bool = False, per_shard: int = 4) -> Built:
+def build_tar(
+    shapes: Path, out: Path, n: int = 12, faults: bool = False, per_shard: int = 4
+) -> Built:
     """WebDataset shards `shard-{0000..N}.tar` of VILA records: `<key>.json` with `"image":
     "png"` and a `<key>.png` member (even samples), `"image": "images/x.png"` (odd samples,
     referenced), one `<key>.mp4` video; written with tarfile in WebDataset's layout."""

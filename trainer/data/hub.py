@@ -40,8 +40,8 @@ def resolve_hub(entry: DatasetEntry) -> ResolvedHub:
     from huggingface_hub import constants
 
     split = entry.split or "train"
-    key = (constants.HF_HUB_CACHE, entry.data_path, entry.config_name or "", split)
-    key += (entry.revision or "",)
+    key = (constants.HF_HUB_CACHE, entry.data_path, entry.config_name or "", split,
+           entry.revision or "")  # fmt: skip
     if key not in _resolved:
         _resolved[key] = _resolve(entry.data_path, entry.config_name, split, entry.revision)
         found = _resolved[key]

@@ -253,8 +253,8 @@ def _media_columns(row: dict[str, Any]) -> list[str]:
 def _embedded_rows(folder: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows with every media path replaced by an `Image` cell holding its bytes."""
     out = []
-    for row in rows:
-        row = dict(row)
+    for original in rows:
+        row = dict(original)
         for key in _media_columns(row):
             value = row[key]
             cells = [{"bytes": (folder / v).read_bytes(), "path": v} for v in _as_list(value)]
