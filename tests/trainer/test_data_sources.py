@@ -116,6 +116,16 @@ def straight(tmp_path_factory: pytest.TempPathFactory, sources: dict[str, Any]) 
     order = data.sampler.epoch_order(0)[: STEPS * 8]
     parts = {data.dataset.parts[data.dataset.locate(int(i))[0]].dataset.name for i in order}
     assert parts == set(BUILDERS)
+    # A resume at step 2 goes on with the tar shards at the shard and offset of the first
+    # tar sample the resumed sampler yields.
+    data.sampler.start_at(2)
+    tar = next(k for k, p in enumerate(data.dataset.parts) if p.dataset.name == "webdataset")
+    first = next(
+        j for batch in data.sampler for i in batch for k, j in [data.dataset.locate(i)] if k == tar
+    )
+    shard, index = data.resume_positions(2)["webdataset"]
+    assert (shard, index) == data.dataset.parts[tar].source.where(first)
+    assert shard.endswith(".tar")
     kinds = {p.dataset.name: p.source.kind for p in data.dataset.parts}
     assert kinds == {
         "parquet": "parquet",

@@ -117,6 +117,23 @@ class TrainData(NamedTuple):
             self.dataset, self.sampler, self.collator, num_workers, prefetch_factor, pin_memory
         )
 
+    def resume_positions(self, global_step: int) -> dict[str, tuple[str, int]]:
+        """Where each sequential dataset (tar shards) goes on at optimizer step
+        `global_step`: {dataset: (shard, sample index in it)} of its next sample."""
+        import numpy as np
+
+        sampler, dataset = self.sampler, self.dataset
+        epoch, step = divmod(global_step, sampler.steps_per_epoch)
+        ahead = sampler.epoch_order(epoch)[step * sampler.global_batch_size :]
+        part_of = np.searchsorted(np.asarray(dataset.starts), ahead, side="right") - 1
+        out: dict[str, tuple[str, int]] = {}
+        for k, part in enumerate(dataset.parts):
+            hits = np.flatnonzero(part_of == k)
+            if part.source.access == "sequential" and len(hits):
+                _, j = dataset.locate(int(ahead[hits[0]]))
+                out[part.dataset.name] = part.source.where(j)
+        return out
+
 
 class EvalData(NamedTuple):
     dataset: MixtureDataset

@@ -208,6 +208,11 @@ class MixtureDataset:
     def __len__(self) -> int:
         return self._len
 
+    @property
+    def starts(self) -> list[int]:
+        """The first mixture position of each part."""
+        return list(self._starts)
+
     def locate(self, i: int) -> tuple[int, int]:
         """(part number, sample index in its source) of mixture position `i`."""
         if not 0 <= i < self._len:
