@@ -276,7 +276,13 @@ def _sources(args: argparse.Namespace) -> tuple[list[CheckSource], Any, str | No
     from vlaunch_core.data.sources.paths import is_pattern
 
     if not (target.exists() or is_pattern(args.target)):
-        raise UserError(f"{target}: no such file or folder")
+        looks_like_id = args.target.count("/") == 1 and not target.suffix
+        raise UserError(
+            f"{target}: no such file or folder",
+            hint=f"for a Hugging Face dataset id: --source hf {args.target}"
+            if looks_like_id
+            else None,
+        )
     if target.is_file() and _is_job_spec(target):
         from vlaunch_core.spec_load import load_spec
 

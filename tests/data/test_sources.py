@@ -289,3 +289,16 @@ def test_data_check_cli_on_a_hub_id_and_tar_shards(datasets: dict[str, Built]) -
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"OK: {tar.samples} samples, {tar.images} images, 1 videos" in out.stdout
+
+
+@pytest.mark.parametrize("kind", ["parquet", "webdataset"])
+def test_length_estimates_of_a_sharded_source(kind: str, datasets: dict[str, Built]) -> None:
+    """For the length-grouped sampler: one per record, positive (every sample has media),
+    read without the media columns where the source allows."""
+    from trainer.data.dataset import _source_lengths
+
+    source = _source(datasets[kind])
+    lengths = _source_lengths(
+        source, Dataset("d", DatasetEntry.model_validate(datasets[kind].entry), "t")
+    )
+    assert len(lengths) == len(source) and all(n > 0 for n in lengths)

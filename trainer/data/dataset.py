@@ -161,8 +161,11 @@ class MediaOptions:
         )
 
 
-class UnusableSample(Exception):
+class UnusableSample(UserError):
     """A record of a sharded source that cannot be trained on (bad record or media)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="run `vlaunch data check` on the dataset")
 
 
 @dataclass
