@@ -246,7 +246,7 @@ def data_sources(r: dict[str, Any]) -> str:
         [
             row["mixture"],
             f"{row['samples']:,}",
-            _s(row["startup_s"], 1),
+            _s(row["startup_s"], 2),
             row["workers"],
             _s(row["samples_per_s"], 1),
             _s(row["trainer_samples_per_s"], 1),
