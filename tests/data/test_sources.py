@@ -302,3 +302,28 @@ def test_length_estimates_of_a_sharded_source(kind: str, datasets: dict[str, Bui
         source, Dataset("d", DatasetEntry.model_validate(datasets[kind].entry), "t")
     )
     assert len(lengths) == len(source) and all(n > 0 for n in lengths)
+
+
+def test_hub_ids_stay_ids_and_paths_become_absolute(tmp_path: Path) -> None:
+    from vlaunch_core.data.registry import read_registry
+    from vlaunch_core.spec_load import load_spec
+
+    (tmp_path / "reg.yaml").write_text(
+        "hub: {data_path: HuggingFaceH4/llava-instruct-mix-vsft, source: hf}\n"
+        "tar: {data_path: 'shards/train-{0000..0009}.tar'}\n"
+    )
+    found, problems = read_registry(tmp_path / "reg.yaml")
+    assert problems == []
+    assert found["hub"].entry.data_path == "HuggingFaceH4/llava-instruct-mix-vsft"
+    assert found["tar"].entry.data_path == str(tmp_path / "shards" / "train-{0000..0009}.tar")
+    assert found["tar"].media_dir == tmp_path / "shards"
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: j\nmodel: {name_or_path: tiny:llava}\n"
+        "data:\n  mixture: hub+pq\n  datasets:\n"
+        "    hub: {data_path: ORG/NAME, source: hf, split: test}\n"
+        "    pq: {data_path: data/parquet}\n"
+    )
+    spec = load_spec(job)
+    assert spec.data.datasets["hub"].data_path == "ORG/NAME"
+    assert spec.data.datasets["pq"].data_path == str(tmp_path / "data" / "parquet")
