@@ -75,7 +75,8 @@ class DatasetEntry(Section):
     """Hub revision (branch, tag or commit) of a `source: hf` dataset."""
     media_dir: str | None = None
     """Root of the images/videos the samples name by path (default: the folder of
-    `data_path`). Media embedded in the data (bytes) need none."""
+    `data_path`, `data_path` itself when it is a folder, a hub dataset's snapshot folder).
+    Media embedded in the data (bytes) need none."""
     is_video: bool = False
     """VILA's flag for video datasets (samples use `video`)."""
     format: Literal["auto", "vila", "messages"] = "auto"

@@ -47,8 +47,8 @@ class Dataset:
         """Root under which every media path of this dataset must resolve."""
         if self.entry.media_dir is not None:
             return Path(self.entry.media_dir)
-        if self.entry.source == "hf":  # media are embedded; paths need an explicit root
-            return Path.cwd()
+        if self.entry.source == "hf":  # resolved with the dataset: its snapshot folder
+            return Path(self.entry.data_path)
         path = self.data_path
         return path if path.is_dir() else path.parent
 
