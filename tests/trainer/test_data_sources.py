@@ -48,7 +48,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     """The shapes, one clean dataset of each kind, the hub cache they use, the tiny model."""
     import huggingface_hub.constants
 
-    from trainer.models.loading import tiny_model_path
+    from trainer.models.tiny.folder import tiny_model_path
     from vlaunch_core.data.synth import SynthSizes, synthesize
 
     root = tmp_path_factory.mktemp("sources")
