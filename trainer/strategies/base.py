@@ -169,7 +169,7 @@ class Strategy:
         return {
             name: p.detach().to("cpu", copy=True)
             for name, p in self.base_model.named_parameters()
-            if p.requires_grad
+            if saved(name, p)
         }
 
     def save_optimizer(self, folder: Path) -> None:
@@ -194,3 +194,10 @@ class Strategy:
 
     def check_resume(self, saved_world_size: int) -> None:
         """Raise a user error if this strategy cannot resume state saved on another world."""
+
+
+def saved(name: str, param: torch.nn.Parameter) -> bool:
+    """Whether a checkpoint holds this parameter: the trainable ones, and every tensor of a
+    PEFT `modules_to_save` copy (PEFT saves and loads the whole copy; frozen parts of it,
+    such as Granite-Docling's unused `connector.fine`, keep the base model's values)."""
+    return param.requires_grad or ".modules_to_save." in name

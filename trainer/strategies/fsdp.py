@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.strategies.base import OPTIMIZER_FILE, Strategy, build_optimizer, dtype_of
+from trainer.strategies.base import OPTIMIZER_FILE, Strategy, build_optimizer, dtype_of, saved
 
 if TYPE_CHECKING:
     import torch
@@ -91,7 +91,7 @@ class FsdpStrategy(Strategy):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for name, p in self.base_model.named_parameters():
-            if not p.requires_grad:
+            if not saved(name, p):
                 continue
             full = p.full_tensor() if hasattr(p, "full_tensor") else p  # all ranks gather
             if self.env.is_main:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.hostmem import release_free_memory
 from trainer.models.deferred import deferred_weights, detach_weights, from_checkpoint
-from trainer.strategies.base import Strategy, build_optimizer, dtype_of
+from trainer.strategies.base import Strategy, build_optimizer, dtype_of, saved
 from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class ZeroStrategy(Strategy):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         import deepspeed
 
-        params = [(n, p) for n, p in self.base_model.named_parameters() if p.requires_grad]
+        params = [(n, p) for n, p in self.base_model.named_parameters() if saved(n, p)]
         out: dict[str, torch.Tensor] = {}
         with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=None):
             if self.env.is_main:
