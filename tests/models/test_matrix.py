@@ -32,7 +32,12 @@ Architectures that cannot pass are marked `xfail(strict=True)` with the reason (
 xfail that starts passing fails the run, so the list stays true); docs/architectures.md
 ("The training matrix") has the table and the reasons, checked against this file.
 
-Time (2 busy cores): ~4 s per architecture for both runs, exports and reloads.
+Time (2 busy cores): ~4 s per architecture for both runs, exports and reloads; the whole
+matrix ~4 minutes. The architectures of `FAST` run unmarked (about a minute), the others are
+marked `slow`:
+
+    .venv/bin/python -m pytest tests/models/test_matrix.py -q               # whole matrix
+    .venv/bin/python -m pytest tests/models/test_matrix.py -q -m "not slow"  # FAST only
 """
 
 from __future__ import annotations
@@ -65,11 +70,13 @@ NAMED = (
     "qwen3_5", "qwen3_5_moe", "qwen3_vl", "qwen3_vl_moe", "gemma3", "gemma4", "internvl",
     "llava_onevision", "mistral3", "llama4", "glm4v", "lfm2_vl", "aya_vision",
     "llava", "llava_next", "llava_next_video", "qwen2_vl", "qwen2_5_vl", "idefics3",
-    "paligemma", "mllama",
+    "paligemma", "mllama", "smolvlm",
 )  # fmt: skip
-"""The architectures issue 14 names (smolvlm aside: its processor needs `num2words`)."""
+"""The architectures issue 14 names."""
 FRESH_INTERPRETER = ("qwen3_5", "qwen3_vl_moe", "gemma4", "llama4", "internvl", "mllama")
 """Reloaded in a fresh interpreter without vlaunch too (one process for all of them)."""
+FAST = (*FRESH_INTERPRETER, "llava", "qwen2_vl")
+"""Unmarked (run by `-m "not slow"`, about a minute); every other architecture is `slow`."""
 
 FAILS: dict[str, str] = {
     "shieldgemma2": "not a chat model: ShieldGemma2Processor replaces the prompt with its own "
@@ -342,6 +349,8 @@ def _cases(modes: tuple[str, ...] = tuple(PRESETS)) -> list[Any]:
         for mode in modes:
             why = FAILS.get(arch) or (LORA_FAILS.get(arch) if mode == "lora" else None)
             marks = [pytest.mark.xfail(reason=why, strict=True)] if why else []
+            if arch not in FAST:
+                marks.append(pytest.mark.slow)
             out.append(pytest.param(arch, mode, id=f"{arch}-{mode}", marks=marks))
     return out
 
@@ -354,6 +363,7 @@ def test_the_matrix_covers_30_architectures_and_the_named_ones() -> None:
     assert len(passing) >= 30
     assert set(NAMED) <= set(passing)
     assert set(FAILS) | set(LORA_FAILS) <= set(VERIFIED)
+    assert set(FAST) <= set(passing)
 
 
 @pytest.mark.parametrize(("arch", "mode"), _cases())
