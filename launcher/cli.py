@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
+    """vlaunch's log lines on stderr; dependencies quiet unless `-v` (which the processes this
+    one starts, Ray workers included, inherit through VLAUNCH_VERBOSE)."""
+    from vlaunch_core.quiet import VERBOSE_ENV, quiet_dependencies
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = str(verbose)
+    quiet_dependencies()
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     from rich.console import Console
     from rich.logging import RichHandler
@@ -107,8 +114,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
             )
         ],
     )
-    for noisy in ("urllib3", "kubernetes", "filelock", "ray", "fsspec", "httpx", "PIL"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if not verbose:
+        for noisy in ("urllib3", "kubernetes", "filelock", "ray", "fsspec", "httpx", "PIL"):
+            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def _split_overrides(cmd: Command, extra: list[str]) -> list[str]:
