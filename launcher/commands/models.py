@@ -132,25 +132,19 @@ def preset_rows() -> list[dict[str, Any]]:
 
 
 def _print_table(title: str, rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from launcher.output import Column, print_table
 
-    table = Table(title=title)
     keys = [k for k in rows[0] if k not in skip]
-    for key in keys:
-        table.add_column(key.replace("_", " "), overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row[k]) for k in keys))
-    Console().print(table)
+    columns = [
+        Column(k.replace("_", " "), keep=k in ("model_type", "preset", "class")) for k in keys
+    ]
+    print_table(title, columns, [[_cell(row[k]) for k in keys] for row in rows])
 
 
 def _print_details(details: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from launcher.output import Column, print_table
 
-    table = Table(title=f"{details['model_type']} ({details['model']})", show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value", overflow="fold")
+    rows = []
     for key, value in details.items():
         if key in ("model", "model_type"):
             continue
@@ -159,8 +153,13 @@ def _print_details(details: dict[str, Any]) -> None:
             text = "\n".join(f"{k}: {v:,}" for k, v in value.items())
         elif isinstance(value, list):
             text = "\n".join(str(v) for v in value) or "-"
-        table.add_row(key.replace("_", " "), _cell(text))
-    Console().print(table)
+        rows.append((key.replace("_", " "), _cell(text)))
+    print_table(
+        f"{details['model_type']} ({details['model']})",
+        [Column("key"), Column("value", keep=True)],
+        rows,
+        show_header=False,
+    )
 
 
 def _cell(value: Any) -> str:
