@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             f"Image-text-to-text architectures of this transformers ({len(rows)}; {n} "
             "verified by vlaunch's test matrix; `vlaunch models NAME` for details)",
             rows,
+            skip=("video",),  # `videos` says it
         )
     return 0
 
@@ -67,6 +68,7 @@ def model_details(name: str) -> dict[str, Any]:
     """Parts, layer classes, LoRA targets and parameter counts of a model type or model."""
     from trainer.models.catalog import architectures
     from trainer.models.describe import describe_model_type
+    from trainer.models.media import MediaSupport
     from vlaunch_core.models.catalog import check_supported, describe
     from vlaunch_core.spec import ModelSpec
 
@@ -111,6 +113,7 @@ def model_details(name: str) -> dict[str, Any]:
         "unused": list(d.unused_prefixes),
         "video": d.video,
         "multi_image": d.multi_image,
+        "media": MediaSupport.of(d).statement(),
         "quirks": list(d.notes),
     }
 
