@@ -258,7 +258,9 @@ def load_trained(
     from trainer.progress import stage
 
     base = trained.base_model_spec().name_or_path
-    with stage(f"loading {base}" + (f" with {trained.label}" if trained.adapter else "")):
+    with stage(
+        f"loading {base}" + (f" and the adapter ({trained.label})" if trained.adapter else "")
+    ):
         loaded = load_model(trained.base_model_spec(), dtype=dtype, device=device)
     if loaded.processor is None:
         raise UserError(
