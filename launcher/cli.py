@@ -89,26 +89,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
+    """vlaunch's log lines on stderr; dependencies quiet unless `-v` (which the processes this
+    one starts, Ray workers included, inherit through VLAUNCH_VERBOSE)."""
+    from vlaunch_core.quiet import VERBOSE_ENV, quiet_dependencies
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = str(verbose)
+    quiet_dependencies()
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     from rich.console import Console
     from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        datefmt="[%X]",
-        # stderr: stdout carries command output (--json, dry-run scripts).
-        handlers=[
-            RichHandler(
-                console=Console(stderr=True),
-                show_path=verbose > 0,
-                rich_tracebacks=False,
-                markup=False,
-            )
-        ],
-    )
-    for noisy in ("urllib3", "kubernetes", "filelock", "ray", "fsspec", "httpx", "PIL"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # stderr: stdout carries command output (--json, dry-run scripts). On a terminal, rich;
+    # piped or redirected, plain lines that no width cuts or wraps.
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(
+            console=Console(stderr=True),
+            show_path=verbose > 0,
+            rich_tracebacks=False,
+            markup=False,
+        )
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    else:
+        handler = _StderrHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        )
+    logging.basicConfig(level=level, handlers=[handler])
+    if not verbose:
+        for noisy in ("urllib3", "kubernetes", "filelock", "ray", "fsspec", "httpx", "PIL"):
+            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Plain lines on whatever `sys.stderr` is when a record is written."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _split_overrides(cmd: Command, extra: list[str]) -> list[str]:

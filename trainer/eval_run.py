@@ -132,6 +132,7 @@ def evaluate(
 ) -> Evaluation:
     """Load the weights and evaluate them (loss, and exact match of greedy answers)."""
     from trainer.evaluate import Evaluator, LocalTarget
+    from trainer.progress import Steps
     from trainer.trained import load_trained
 
     spec, name = eval_spec(trained, data)
@@ -149,7 +150,8 @@ def evaluate(
         shards=range(world),
         world_size=world,
     )
-    result = evaluator.run()
+    with Steps(f"evaluating {name}", evaluator.total_batches, unit="batches") as steps:
+        result = evaluator.run(progress=steps.update)
     step = trained.step if trained.step is not None else _final_step(trained)
     return Evaluation(name, trained.label, step, result, batch, world, time.perf_counter() - t0)
 

@@ -123,6 +123,7 @@ def write_merged(
     """Base + trained weights, LoRA merged, saved with processor and generation config."""
     import torch
 
+    from trainer.progress import stage
     from trainer.trained import load_trained
 
     loaded = load_trained(trained, dtype="float32", merge=True)  # merge in fp32
@@ -134,8 +135,9 @@ def write_merged(
     target = _export_dtype(trained.base_model_spec(), dtype)
     model.to(getattr(torch, target))
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    write_processor(trained.base_model_spec(), out, loaded.processor)
+    with stage(f"writing the merged model ({target}) to {final or out}"):
+        model.save_pretrained(str(out))
+        write_processor(trained.base_model_spec(), out, loaded.processor)
     if trained.spec is not None:
         (out / SPEC_FILE).write_text(spec_yaml(trained.spec))
         (out / "README.md").write_text(model_readme(trained.spec, final or out))

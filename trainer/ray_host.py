@@ -58,6 +58,7 @@ PASSED_ENV = (
     "GLOO_SOCKET_IFNAME",
     "CUDA_DEVICE_MAX_CONNECTIONS",
     "PYTORCH_CUDA_ALLOC_CONF",
+    "VLAUNCH_VERBOSE",
 )
 
 
@@ -101,6 +102,10 @@ def worker_main(config: dict[str, Any]) -> None:
     """The function every Ray Train worker runs: `trainer.loop.train`, except that a user
     error during setup (bad data, model, batch: the same on every rank) ends the run instead
     of being retried by `FailureConfig`; the driver reports it from status.json."""
+    from vlaunch_core.quiet import quiet_dependencies
+
+    quiet_dependencies(progress_bars=False)  # before the training stack is imported
+
     import ray.train
 
     from trainer.loop import Recipe
@@ -131,13 +136,18 @@ def _worker_logging(rank: int) -> None:
     to the driver; INFO from rank 0, warnings from all); no weight-loading bars."""
     import warnings
 
-    from ray.train.v2._internal.execution import context as ray_train_context
     from transformers.utils import logging as hf_logging
 
+    from vlaunch_core.quiet import verbose
+
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft -> hf
-    hf_logging.disable_progress_bar()
-    # Ray Train logs every report at INFO, under a logger named by its file path.
-    logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
+    if not verbose():
+        hf_logging.disable_progress_bar()
+    # Ray Train sets the worker's root logger to INFO, so every library's INFO lines reach
+    # the driver (its own "Reporting training result ..." on every report, under a logger
+    # named by its file path). Libraries say what matters at WARNING; vlaunch's own loggers
+    # below have their own handler and level.
+    logging.getLogger().setLevel(logging.INFO if verbose() else logging.WARNING)
     for name in ("trainer", "launcher"):
         log = logging.getLogger(name)
         if not log.handlers:

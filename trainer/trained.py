@@ -255,8 +255,13 @@ def load_trained(
     model). The base is loaded unquantized (QLoRA adapters apply to the full-precision base).
     """
     from trainer.models.loading import load_model
+    from trainer.progress import stage
 
-    loaded = load_model(trained.base_model_spec(), dtype=dtype, device=device)
+    base = trained.base_model_spec().name_or_path
+    with stage(
+        f"loading {base}" + (f" and the adapter ({trained.label})" if trained.adapter else "")
+    ):
+        loaded = load_model(trained.base_model_spec(), dtype=dtype, device=device)
     if loaded.processor is None:
         raise UserError(
             f"model '{trained.base_model_spec().name_or_path}' has no processor to prompt it with",

@@ -98,5 +98,5 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
 def run(args: argparse.Namespace) -> int:
     from launcher.slurm.backend import SlurmBackend
 
-    backend = SlurmBackend(in_allocation=args.in_allocation)
+    backend = SlurmBackend(in_allocation=args.in_allocation, ask_cluster=not args.dry_run)
     return run_launch(backend, args.job, overrides_from_args(args), dry_run=args.dry_run)

@@ -103,21 +103,30 @@ volumeMounts:
     mountPath: /etc/vlaunch
     readOnly: true
 {{- $gpus := int .Values.gpusPerNode }}
-{{- if or .Values.cpu .Values.memory (gt $gpus 0) }}
+{{- /* Sized for the GPUs asked for, unless set: cpuPerGpu and memoryPerGpuGib per GPU. */}}
+{{- $cpu := .Values.cpu | default "" | toString }}
+{{- $memory := .Values.memory | default "" | toString }}
+{{- if and (not $cpu) (gt $gpus 0) }}
+{{- $cpu = mul $gpus (int .Values.cpuPerGpu) | toString }}
+{{- end }}
+{{- if and (not $memory) (gt $gpus 0) }}
+{{- $memory = printf "%dGi" (mul $gpus (int .Values.memoryPerGpuGib)) }}
+{{- end }}
+{{- if or $cpu $memory (gt $gpus 0) }}
 resources:
   requests:
-    {{- with .Values.cpu }}
+    {{- with $cpu }}
     cpu: {{ . | quote }}
     {{- end }}
-    {{- with .Values.memory }}
+    {{- with $memory }}
     memory: {{ . | quote }}
     {{- end }}
     {{- if gt $gpus 0 }}
     nvidia.com/gpu: {{ $gpus }}
     {{- end }}
-  {{- if or .Values.memory (gt $gpus 0) }}
+  {{- if or $memory (gt $gpus 0) }}
   limits:
-    {{- with .Values.memory }}
+    {{- with $memory }}
     memory: {{ . | quote }}
     {{- end }}
     {{- if gt $gpus 0 }}
@@ -125,6 +134,19 @@ resources:
     {{- end }}
   {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Overrides that make `vlaunch run` plan for this chart's pods when no launch handed it a plan
+(a plain `helm install`): " resources.nodes=N" and, with GPUs, " resources.gpus_per_node=G".
+*/}}
+{{- define "finetune-job.worldOverrides" -}}
+{{- if not .Values.job.plan -}}
+{{- printf " resources.nodes=%d" (int .Values.nodes) -}}
+{{- if gt (int .Values.gpusPerNode) 0 -}}
+{{- printf " resources.gpus_per_node=%d" (int .Values.gpusPerNode) -}}
+{{- end -}}
+{{- end -}}
 {{- end }}
 
 {{/* Environment of every container: the items of an `env:` list. */}}
