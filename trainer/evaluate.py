@@ -302,7 +302,9 @@ class Evaluator:
         if path.is_file():
             try:
                 data = json.loads(path.read_text())
-            except ValueError:
+            except (ValueError, RecursionError):
+                data = {}
+            if not isinstance(data, dict):
                 data = {}
         when = "before" if before else "after"
         data.update(

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MAX_SYNTH = 1_000_000
+"""Samples per split `data synth` writes at most (each one is an image or a video file)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -156,8 +159,8 @@ def _synth(args: argparse.Namespace) -> int:
     from vlaunch_core.errors import did_you_mean
 
     for name in ("train", "eval", "video_train", "video_eval"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0")
+        if not 0 <= getattr(args, name) <= MAX_SYNTH:
+            raise UserError(f"--{name.replace('_', '-')} must be from 0 to {MAX_SYNTH}")
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     for f in formats:
         if f not in FORMATS:

@@ -230,7 +230,7 @@ def submitted_yaml(spec: JobSpec) -> str:
     that the rules about explicitly set keys pass again when `vlaunch run` loads it."""
     import yaml
 
-    data = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    data = spec.document(exclude_unset=True)
     head = "# Written by `vlaunch slurm`: the job spec as submitted. Do not edit.\n"
     return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 

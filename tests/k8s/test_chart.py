@@ -134,8 +134,21 @@ def test_hostile_run_names_become_bounded_dns_labels(raw: str) -> None:
 
 
 def test_short_names_are_kept_readable() -> None:
-    assert render(values("cpu-1node", runName="My Run_2"), "ml").run_name == "my-run-2"
+    assert render(values("cpu-1node", runName="my-run-2"), "ml").run_name == "my-run-2"
     assert render(values("cpu-1node", runName="a" * 40), "ml").run_name == "a" * 40
+    changed = render(values("cpu-1node", runName="My Run_2"), "ml").run_name
+    assert changed.startswith("my-run-2-") and len(changed) == len("my-run-2-") + 6
+
+
+@pytest.mark.parametrize(
+    "names", [("Demo", "demo", "DEMO_", "demo_", "de mo"), ("名前", "名字", "run")]
+)
+def test_distinct_run_names_get_distinct_objects(names: tuple[str, ...]) -> None:
+    """Normalisation alone made these one name: the second launch was refused as existing
+    and the runs shared a volume."""
+    rendered = [render(values("cpu-1node", runName=n), "ml").run_name for n in names]
+    assert len(set(rendered)) == len(names), rendered
+    assert all(len(n) <= 40 and DNS_1035.match(n) for n in rendered)
 
 
 def test_indexed_job_runs_head_and_workers() -> None:

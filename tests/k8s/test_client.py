@@ -30,7 +30,7 @@ from vlaunch_core.errors import UserError
 from vlaunch_core.plan import make_plan
 from vlaunch_core.spec_load import load_spec
 
-NAME = "tiny-llava-on-k8s"
+NAME = "tiny-llava-on-k8s-9df5b4"  # the chart: normalised, with a hash of the raw name
 HANDLE = f"k8s:ml/{NAME}"
 
 

@@ -2,8 +2,10 @@
 The name of every object of the run: a DNS-1035 label of at most 40 characters, so that
 KubeRay (RayJob names <= 47) and Indexed Job pod host names ("<name>-<index>") stay valid.
 Lowercase; runs of other characters become "-"; "run-" is prefixed when it does not start
-with a letter; longer names keep 33 characters plus "-" and 6 hex digits of the SHA-256 of
-the raw name, so two long names that share a prefix still get different objects.
+with a letter. A name that this changed (case, other characters) or that is longer than 40
+keeps at most 33 characters plus "-" and 6 hex digits of the SHA-256 of the raw name, so
+distinct run names never share objects or a volume ("Demo", "demo" and "DEMO_", or "名前"
+and "名字", used to become the same name).
 */}}
 {{- define "finetune-job.fullname" -}}
 {{- $raw := .Values.runName | default .Release.Name -}}
@@ -11,7 +13,7 @@ the raw name, so two long names that share a prefix still get different objects.
 {{- if not (regexMatch "^[a-z]" $name) -}}
 {{- $name = printf "run-%s" $name | trimSuffix "-" -}}
 {{- end -}}
-{{- if gt (len $name) 40 -}}
+{{- if or (gt (len $name) 40) (ne $name $raw) -}}
 {{- $name = printf "%s-%s" (trunc 33 $name | trimSuffix "-") (sha256sum $raw | trunc 6) -}}
 {{- end -}}
 {{- $name -}}
