@@ -73,7 +73,7 @@ def test_empty_target_list_is_refused() -> None:
 
 
 def test_unknown_tiny_family_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="unknown tiny model family 'lava'"):
+    with pytest.raises(UserError, match="unknown tiny model type 'lava'"):
         load_model(ModelSpec(name_or_path="tiny:lava"))
 
 
