@@ -23,10 +23,13 @@ else as frames, the way the loop feeds them; single-image models get neither):
 
 Tolerance: fp32 throughout. Merging computes x(W + sBA)^T where the trained PeftModel computes
 xW^T + s(xA^T)B^T: the same products summed in another order, so the logits differ by
-rounding only, a few ulps per layer, amplified by the few layers of a tiny model. Measured over
-the matrix: at most ~6 ulps of the largest logit (logits of magnitude 2 to 20: 1e-6 to 5e-6);
-the full fine-tuning export is bit-identical or within 1 ulp. `LOGIT_ULPS = 64` leaves 10x
-margin and is still ~1e5 times smaller than what the 3 steps moved the logits.
+rounding only, amplified by the layers after each merged one. Measured over the matrix (this
+machine, one thread): the full fine-tuning exports are bit-identical (0 ulps, all 47); the
+merged LoRA exports differ by at most 54 ulps of the largest logit (Qwen3.5-MoE; MiniCPM-o
+OCR 52, Qwen3.5 45, the others 27 or less): recurrent linear-attention layers and resamplers
+amplify rounding more than plain attention. `LOGIT_ULPS = 512` leaves about 10x margin
+(about 5e-4 for logits of magnitude 8), while a merge that drops or mis-scales an adapter
+is off by (part of) what the 3 steps at LR 1e-2 moved the logits.
 
 Architectures that cannot pass are marked `xfail(strict=True)` with the reason (a strict
 xfail that starts passing fails the run, so the list stays true); docs/architectures.md
@@ -64,7 +67,7 @@ REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
 LR = 1e-2
 NUM_FRAMES = 4
-LOGIT_ULPS = 64
+LOGIT_ULPS = 512
 PRESETS = {"lora": "lora_vt_llm", "full": "fft"}
 NAMED = (
     "qwen3_5", "qwen3_5_moe", "qwen3_vl", "qwen3_vl_moe", "gemma3", "gemma4", "internvl",
@@ -311,7 +314,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     """The synthetic data (2 one-image, 1 two-image, 1 video sample) and the run cache.
 
     Descriptions are computed in this process (`describe_spec`) instead of a `python -m
-    trainer.models.describe` subprocess per architecture: the same function, without 48
+    trainer.models.describe` subprocess per architecture: the same function, without 49
     interpreter starts."""
     import torch
 
