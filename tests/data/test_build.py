@@ -11,6 +11,7 @@ import yaml
 
 from tests.data.helpers import vila, write_json
 from trainer.data.build import build_eval_data, build_train_data, generation_prompts
+from trainer.data.chat import ChatFormat
 from trainer.data.encode import IGNORE_INDEX
 from vlaunch_core.errors import ProblemReport, UserError
 from vlaunch_core.spec import JobSpec
@@ -180,7 +181,10 @@ def test_eval_data_and_generation_prompts(
     assert batch.num_samples == 2
     prompts = list(generation_prompts(shards[0].dataset, shards[0].sampler.indices))
     assert [p.index for p in prompts] == shards[0].sampler.indices
+    # Every prompt stops where the template's generation prompt ends.
+    generation = ChatFormat(processor).render([], add_generation_prompt=True)
+    assert generation
     for p in prompts:
         assert p.answer in ("red", "green", "blue", "yellow", "purple")
         text = processor.tokenizer.decode(p.inputs["input_ids"][0])
-        assert text.endswith("ASSISTANT:") and p.answer not in text.split("ASSISTANT:")[-1]
+        assert text.endswith(generation)
