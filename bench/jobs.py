@@ -42,7 +42,7 @@ def small_llava(hidden: int, layers: int, root: Path = BENCH_ROOT) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from trainer.models.loading import tiny_model_path
+    from trainer.models.tiny.folder import tiny_model_path
 
     tiny = tiny_model_path("llava")
     config: Any = AutoConfig.from_pretrained(tiny)

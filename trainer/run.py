@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = load_spec(args.job, _world_overrides() + list(args.overrides))
         plan = read_plan(args.plan) if args.plan else None
+        if rank == 0:
+            from vlaunch_core.writable import check_run_dir_writable
+
+            check_run_dir_writable(spec)
         result = train(spec, quiet=args.quiet, plan=plan)
     except UserError as e:
         print(f"error: {e.render()}", file=sys.stderr)

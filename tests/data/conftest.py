@@ -28,7 +28,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_path(tiny_root: Path) -> Callable[[str], Path]:
     """`tiny_path(family)`: the folder of the tiny model of a family."""
-    from trainer.models.loading import tiny_model_path
+    from trainer.models.tiny.folder import tiny_model_path
 
     return lambda family: tiny_model_path(family, root=tiny_root)
 

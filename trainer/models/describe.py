@@ -128,7 +128,7 @@ def model_config(model_spec: ModelSpec) -> PretrainedConfig:
 
     name = model_spec.name_or_path
     if name.startswith(TINY_PREFIX):  # the built folder: its config as saved
-        from trainer.models.loading import tiny_model_path
+        from trainer.models.tiny.folder import tiny_model_path
 
         return AutoConfig.from_pretrained(tiny_model_path(name.removeprefix(TINY_PREFIX)))
     if name.startswith(RANDOM_PREFIX):

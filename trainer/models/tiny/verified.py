@@ -53,6 +53,7 @@ VERIFIED = (
     "qwen3_vl",
     "qwen3_vl_moe",
     "shieldgemma2",
+    "smolvlm",
     "t5gemma2",
     "video_llama_3",
     "video_llava",
