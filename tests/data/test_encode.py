@@ -421,17 +421,25 @@ def test_drop_and_error_policies(tiny_processor: Callable[[str], Any]) -> None:
 
 @pytest.mark.parametrize("style", [None, "vicuna"])
 def test_prompt_for_generation(styled_processor: Callable[..., Any], style: str | None) -> None:
+    """Everything before the last answer, up to and with the generation prompt."""
     proc = styled_processor("llava", style)
-    enc = SampleEncoder(proc[0], proc[1], max_length=4096)
+    processor = proc[0]
+    enc = SampleEncoder(processor, proc[1], max_length=4096)
     inputs, answer = enc.encode_prompt(TWO_TURNS, [IMAGE])
     assert answer == "a circle"
-    text = proc[0].tokenizer.decode(inputs["input_ids"][0])
-    # The last question and the generation prompt, as the template writes them (Vicuna:
-    # "USER: And the shape? ASSISTANT:").
-    last = [{"role": "user", "content": [{"type": "text", "text": "And the shape?"}]}]
-    prompt = ChatFormat(proc[0]).render(last, add_generation_prompt=True)
-    assert prompt.endswith(("ASSISTANT:", "assistant\n"))
-    assert text.endswith(prompt)
+    image = processor.image_token * image_tokens(processor)
+    if style is None:
+        prompt = (
+            f"{TURN_START}user\n{image}What colour is it?{TURN_END}\n{TURN_START}assistant\n"
+            f"red{TURN_END}\n{TURN_START}user\nAnd the shape?{TURN_END}\n{TURN_START}assistant\n"
+        )
+    else:
+        prompt = (
+            f"{VICUNA.bos}USER: {image}\nWhat colour is it? ASSISTANT: red{VICUNA.eos}"
+            " USER: And the shape? ASSISTANT:"
+        )
+    ids, _ = expected(processor.tokenizer, [(prompt, False)])
+    assert inputs["input_ids"][0].tolist() == ids
     assert "labels" not in inputs
 
 
