@@ -132,6 +132,7 @@ def evaluate(
 ) -> Evaluation:
     """Load the weights and evaluate them (loss, and exact match of greedy answers)."""
     from trainer.evaluate import Evaluator, LocalTarget
+    from trainer.loss_head import build_loss
     from trainer.trained import load_trained
 
     spec, name = eval_spec(trained, data)
@@ -140,14 +141,16 @@ def evaluate(
     batch = batch_size or batch
     loaded = load_trained(trained, dtype=dtype, device=device)
     t0 = time.perf_counter()
+    target = LocalTarget(loaded.model)
     evaluator = Evaluator(
         spec,
         loaded.processor,
         loaded.family,
-        LocalTarget(loaded.model),
+        target,
         batch_size=batch,
         shards=range(world),
         world_size=world,
+        loss=build_loss(spec.train.loss, loaded.model, target.env.device),
     )
     result = evaluator.run()
     step = trained.step if trained.step is not None else _final_step(trained)
