@@ -131,8 +131,10 @@ def build_model(
 
 
 def build_data(spec: JobSpec, built: BuiltModel, env: DistEnv, batch: BatchPlan) -> TrainData:
-    """The training mixture, this rank's resumable global-batch sampler and the collator."""
+    """The training mixture, this rank's resumable global-batch sampler and the collator
+    (packed rows of M-RoPE models get each sample's own 3-D positions: `trainer.data.positions`)."""
     from trainer.data.build import build_train_data
+    from trainer.data.positions import rope_index
 
     return build_train_data(
         spec,
@@ -142,6 +144,7 @@ def build_data(spec: JobSpec, built: BuiltModel, env: DistEnv, batch: BatchPlan)
         world_size=env.world_size,
         micro_batch_size=batch.micro_batch_size,
         global_batch_size=batch.global_batch_size,
+        rope_index=rope_index(built.model) if spec.data.packing else None,
     )
 
 
