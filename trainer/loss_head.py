@@ -195,7 +195,11 @@ class HeadLoss:
         import torch
 
         pending = _Pending(probe=True)
-        with torch.no_grad(), self._installed(pending):
+        # The probe draws no random numbers of the run (dropout): a resumed run probes at
+        # another step than an uninterrupted one and must still draw the same masks.
+        device = self.head.weight.device
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), self._installed(pending):
             out = forward({**inputs, "use_cache": False})
         why = None
         logits = getattr(out, "logits", None)
