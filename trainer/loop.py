@@ -119,6 +119,7 @@ class Recipe:
         from vlaunch_core.plan import make_plan, plan_for_world
         from vlaunch_core.profiles import resolve_world
 
+        t_setup = time.perf_counter()
         spec, tr = self.spec, self.spec.train
         given = self.launch_plan
         use_gpu = (given.world if given is not None else resolve_world(spec)).profile.is_gpu
@@ -185,6 +186,12 @@ class Recipe:
                 env.world_size,
             )
         self._setup_observers()
+        dist.log_rank_zero(
+            logger,
+            env.rank,
+            "set up in %.1fs (model, data, strategy)",
+            time.perf_counter() - t_setup,
+        )
 
     def _check_resume(self) -> None:
         saved = self.resume
@@ -408,13 +415,16 @@ class Recipe:
 
     def _evaluate(self, step: int, *, before: bool = False) -> None:
         assert self.evaluator is not None
+        t0 = time.perf_counter()
         result = self.evaluator.run()
         if not self.env.is_main:
             return
         record = {"kind": "eval", "step": step, **result.metrics()}
         assert self.metrics is not None
         self.metrics.log(record)
-        logger.info("held-out at step %d: %s", step, result.summary())
+        logger.info(
+            "held-out at step %d: %s (%.1fs)", step, result.summary(), time.perf_counter() - t0
+        )
         self.evaluator.record(self.run_dir, result, before=before, step=step)
 
     # ================================================================== checkpoints

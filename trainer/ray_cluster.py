@@ -12,6 +12,7 @@ The launcher reaches Ray only through these context managers (it never imports r
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -31,14 +32,26 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
 
 
+LOCAL_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+"""Ray Train settings of a run on this machine (unless set in the environment): no preemption
+watcher (an extra actor process polling for spot-instance preemption, which a workstation
+does not have); Ray hands these variables to its Train controller."""
+
+
 @contextmanager
 def local_cluster(*, num_cpus: int, num_gpus: int) -> Iterator[None]:
     """A new Ray cluster on this machine (never one `ray start` left running), stopped after."""
-    ray_init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+    added = {k: v for k, v in LOCAL_TRAIN_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    t0 = time.perf_counter()
     try:
+        ray_init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+        logger.info("started a local Ray cluster in %.1fs", time.perf_counter() - t0)
         yield
     finally:
         ray.shutdown()
+        for k in added:
+            os.environ.pop(k, None)
 
 
 @contextmanager

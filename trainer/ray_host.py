@@ -104,11 +104,13 @@ def worker_main(config: dict[str, Any]) -> None:
     import ray.train
 
     from trainer.loop import Recipe
+    from trainer.models.quantization import skip_bitsandbytes
     from vlaunch_core.plan import Plan
     from vlaunch_core.spec_load import spec_from_dict
 
-    _worker_logging(ray.train.get_context().get_world_rank())
     spec = spec_from_dict(config["spec"], check=False)
+    skip_bitsandbytes(spec.tuning.modes()["language_model"])  # before transformers is imported
+    _worker_logging(ray.train.get_context().get_world_rank())
     plan = Plan.from_json(config["plan"])
     recipe = Recipe(spec, RayHost(), quiet=config["quiet"], plan=plan)
     try:

@@ -36,12 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from trainer import dist
     from trainer.loop import train
+    from trainer.models.quantization import skip_bitsandbytes
     from trainer.stop import EXIT_STOPPED
     from vlaunch_core.plan import read_plan
     from vlaunch_core.spec_load import load_spec
 
     try:
         spec = load_spec(args.job, _world_overrides() + list(args.overrides))
+        skip_bitsandbytes(spec.tuning.modes()["language_model"])
         plan = read_plan(args.plan) if args.plan else None
         result = train(spec, quiet=args.quiet, plan=plan)
     except UserError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 from vlaunch_core.errors import UserError
@@ -16,6 +17,22 @@ from vlaunch_core.models.description import ModelDescription
 
 if TYPE_CHECKING:
     import torch
+
+
+def skip_bitsandbytes(language_model_mode: str) -> bool:
+    """In a process that trains without QLoRA, make bitsandbytes look absent before peft and
+    transformers are imported: both import it whenever it is installed, which costs about
+    1.3 s of CPU per process (it pulls in torch._dynamo and looks for hub kernels). Call it
+    first thing in a process that runs one job (`python -m trainer.run`, a Ray worker);
+    returns whether it did. `importlib.util.find_spec` answers None for a module that
+    `sys.modules` maps to None, so every availability check sees it as not installed."""
+    if language_model_mode == "qlora" or "bitsandbytes" in sys.modules:
+        return False
+    for name in ("transformers", "peft"):
+        if name in sys.modules:  # too late: they have looked already
+            return False
+    sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
+    return True
 
 
 def bnb_devices() -> set[str] | None:
