@@ -220,10 +220,18 @@ class Setup:
         return row
 
 
+def model_config_of(name: str) -> dict[str, Any]:
+    """The model's full config (transformers' defaults filled in), as a dict."""
+    from trainer.models.describe import model_config
+    from vlaunch_core.spec import ModelSpec
+
+    config: dict[str, Any] = model_config(ModelSpec(name_or_path=name)).to_dict()
+    return config
+
+
 def prepare(cfg: GpuConfig, device: torch.device, *, image_px: int, out_dir: str) -> Setup:
     """Spec and plan (bf16 on a GPU, fp32 on CPU), the memory probe, one synthetic batch."""
     from bench.gpu_batches import synthetic_batch
-    from vlaunch_core.models.configs import model_config_dict
     from vlaunch_core.plan import make_plan
     from vlaunch_core.profiles import detect_local_profile
 
@@ -231,7 +239,7 @@ def prepare(cfg: GpuConfig, device: torch.device, *, image_px: int, out_dir: str
     profile = detect_local_profile() if on_gpu else "cpu"
     precision = "bf16" if on_gpu else "fp32"
     spec = gpu_spec(cfg, profile=profile, precision=precision, out_dir=out_dir)
-    config = model_config_dict(cfg.model)
+    config = model_config_of(cfg.model)
     batch, shape = synthetic_batch(config, cfg.micro_batch_size, cfg.seq_len, image_px=image_px)
     return Setup(
         cfg, spec, make_plan(spec), device, profile, DeviceMemory(device), config, batch, shape

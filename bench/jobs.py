@@ -59,7 +59,7 @@ def small_vlm(
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from trainer.models.loading import tiny_model_path
+    from trainer.models.tiny.folder import tiny_model_path
 
     tiny = tiny_model_path(family)
     config: Any = AutoConfig.from_pretrained(tiny)

@@ -112,7 +112,9 @@ def write_data(folder: Path, n: int, seed: int = 0) -> Path:
     return write_vila(folder / "instruct.json", rows)
 
 
-def spec_for(folder: Path, model: Path, data: Path, tuning: str, packing: bool, steps: int) -> dict[str, Any]:
+def spec_for(
+    folder: Path, model: Path, data: Path, tuning: str, packing: bool, steps: int
+) -> dict[str, Any]:
     return job_spec(
         f"peers-{tuning}-{'packed' if packing else 'padded'}",
         model=str(model),
@@ -161,7 +163,11 @@ def _vlaunch(job: Path) -> list[dict[str, float]]:
             continue
         t = float(r["step_time_s"])
         steps.append(
-            {"time": t, "tokens": float(r["tokens_per_s"]) * t, "targets": float(r["target_tokens"])}
+            {
+                "time": t,
+                "tokens": float(r["tokens_per_s"]) * t,
+                "targets": float(r["target_tokens"]),
+            }
         )
     return steps
 
@@ -269,7 +275,7 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
     return out
 
 
-def _hf_data(spec: Any, built: Any) -> tuple[Any, list[dict[str, Any]]]:
+def _hf_data(spec: Any, built: Any) -> tuple[Any, list[Any]]:
     """vlaunch's own encoding of every sample (ids, labels, pixels), and a padding collator."""
     from trainer.data.build import build_mixture
     from trainer.data.collate import Collator

@@ -241,6 +241,46 @@ def data_pipeline(r: dict[str, Any]) -> str:
     )
 
 
+def data_sources(r: dict[str, Any]) -> str:
+    rows = [
+        [
+            row["mixture"],
+            f"{row['samples']:,}",
+            _s(row["startup_s"], 2),
+            row["workers"],
+            _s(row["samples_per_s"], 1),
+            _s(row["trainer_samples_per_s"], 1),
+            f"{row['ratio']:.2f}",
+            row["rss_rank_mib"],
+            row["rss_worker_mib"],
+        ]
+        for row in r["rows"]
+    ]
+    s = r["setup"]
+    return (
+        table(
+            [
+                "mixture",
+                "samples",
+                "startup (s)",
+                "loader workers",
+                "loader samples/s",
+                "trainer samples/s",
+                "loader / trainer",
+                "peak RSS rank (MiB)",
+                "peak RSS worker (MiB)",
+            ],
+            rows,
+        )
+        + f"\n\nSamples: {s['samples']}; {s['image']}. Parquet: {s['parquet']}, JPEG bytes "
+        f"embedded. Tar: {s['tar']}. JSON: JSON Lines, one image file per sample. Trainer: "
+        f"{s['model']}, {s['batch']}, `data.num_workers: auto`. Loader: {s['loader']}; "
+        f"trainer: {s['trainer']}. Startup: `build_train_data` (the JSON index pass checks "
+        "every image file; Parquet and tar are counted from footers and the wids index). Peak "
+        "RSS: `getrusage` of the rank process, and of its largest loader worker."
+    )
+
+
 def gpu(r: dict[str, Any] | None) -> str:
     if r is None or r.get("tiny") or r.get("device") == "cpu":
         return (
@@ -298,12 +338,14 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "ray_overhead": ray_overhead,
     "packing": packing,
     "data_pipeline": data_pipeline,
+    "data_sources": data_sources,
 }
 TITLES = {
     "cli_latency": "CLI latency",
     "ray_overhead": "Ray overhead",
     "packing": "Packing and grouping",
     "data_pipeline": "Data pipeline",
+    "data_sources": "Data sources",
     "gpu": "GPU",
 }
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cli_latency, data_pipeline, packing, ray_overhead, report
+from bench import cli_latency, data_pipeline, data_sources, packing, ray_overhead, report
 from bench.common import REPO, machine
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "cli_latency": lambda: cli_latency.run(repeats=7),
     "packing": lambda: packing.run(train_steps=8, train_warmup=2, train_repeats=3),
     "data_pipeline": data_pipeline.run,
+    "data_sources": data_sources.run,
     "ray_overhead": ray_overhead.run,
 }
 

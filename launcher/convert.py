@@ -444,25 +444,34 @@ def _convert_tuning(conv: Conversion) -> None:
             mark(key, f"tuning.lr_multipliers.{module}")
 
 
+def _is_hub_id(path: str) -> bool:
+    """`ORG/NAME` (or `NAME`) that is not a local path or a data file."""
+    local = path.startswith(("/", "./", "../", "~")) or Path(path).exists()
+    suffixes = (".json", ".jsonl", ".parquet", ".arrow", ".tar", ".csv")
+    return not local and path.count("/") <= 1 and not path.lower().endswith(suffixes)
+
+
 def _convert_data(conv: Conversion) -> None:
-    norm, spec, get, mark = conv.inputs, conv.spec, conv.get, conv.mark
+    spec, get, mark = conv.spec, conv.get, conv.mark
     data = spec.setdefault("data", {})
     path = get("training_data_path")
     if path is not None:
         path = str(path)
-        if path.endswith((".json", ".jsonl")):
-            entry = data.setdefault("datasets", {}).setdefault("train", {})
-            entry["data_path"] = path
-            if "text_field" in entry or "image_field" in entry:
-                entry["format"] = "messages"
-            data["mixture"] = "train"
-            mark("training_data_path", "data.datasets.train.data_path")
-        else:
-            conv.unmapped[norm["training_data_path"][0]] = path
+        entry = data.setdefault("datasets", {}).setdefault("train", {})
+        entry["data_path"] = path
+        if _is_hub_id(path):
+            # a Hugging Face dataset id: read from the local HF cache (downloaded when online)
+            entry["source"] = "hf"
+            entry["split"] = "train"
             conv.notes.append(
-                f"training_data_path '{path}' is a hub dataset: vlaunch reads local JSON/JSONL; "
-                "export it (e.g. datasets' to_json) and name the file"
+                f"training_data_path '{path}' is a Hugging Face dataset: read from the local "
+                "HF cache (HF_HOME; `hf download --repo-type dataset` it where there is no "
+                "network)"
             )
+        if "text_field" in entry or "image_field" in entry:
+            entry["format"] = "messages"
+        data["mixture"] = "train"
+        mark("training_data_path", "data.datasets.train.data_path")
     datasets = data.get("datasets", {})
     if "train" in datasets and "data_path" not in datasets["train"]:
         conv.notes.append(

@@ -56,7 +56,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def tiny_llava(model_cache: Path) -> Path:
     """The tiny LLaVA that the training tests' jobs use (`tiny:llava`), built by this process
     before their rank processes start (they would otherwise all build it at once)."""
-    from trainer.models.loading import tiny_model_path
+    from trainer.models.tiny.folder import tiny_model_path
 
     return tiny_model_path("llava")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +10,8 @@ from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     from trainer.data.build import TrainData
+
+logger = logging.getLogger(__name__)
 
 
 def micro_batches(
@@ -21,6 +24,9 @@ def micro_batches(
 ) -> Iterator[dict[str, Any]]:
     """This rank's micro batches from optimizer step `start_step` on, forever (epochs roll)."""
     data.sampler.start_at(start_step)
+    if start_step > 0 and data.sampler.rank == 0:
+        for name, (shard, index) in data.resume_positions(start_step).items():
+            logger.info("resuming %s at %s sample %d (step %d)", name, shard, index, start_step)
     while True:
         for batch in data.loader(
             num_workers=num_workers, prefetch_factor=prefetch_factor, pin_memory=pin_memory

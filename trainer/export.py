@@ -235,7 +235,7 @@ def base_path(base: ModelSpec) -> str:
     """The hub id or folder of a base model (`tiny:<type>` resolved to its folder)."""
     name = base.name_or_path
     if name.startswith("tiny:"):
-        from trainer.models.loading import tiny_model_path
+        from trainer.models.tiny.folder import tiny_model_path
 
         return str(tiny_model_path(name.removeprefix("tiny:")))
     return name

@@ -103,6 +103,8 @@ def read_prompts(path: Path) -> list[Prompt]:
             continue
         for kind, names in (("image", sample.images), ("video", sample.videos)):
             for name in names:
+                if not isinstance(name, str):
+                    continue  # embedded bytes (JSON batch files have none)
                 try:
                     real = root.resolve(name)
                 except MediaError as e:
@@ -155,13 +157,16 @@ class Predictor:
         self.top_p = top_p
 
     def load_media(self, prompt: Prompt) -> tuple[list[Any], list[np.ndarray]]:
-        from vlaunch_core.data.media import MediaRoot, load_image, load_video
+        from vlaunch_core.data.formats import Media
+        from vlaunch_core.data.media import MediaInput, MediaRoot, load_image, load_video
 
         m, s = self.media, prompt.sample
         root = MediaRoot(prompt.media_root) if prompt.media_root is not None else None
 
-        def path(name: str) -> Path:
-            return root.resolve(name) if root is not None else Path(name)
+        def path(name: Media) -> MediaInput:
+            if root is not None:
+                return root.locate(name)
+            return Path(name) if isinstance(name, str) else name.data
 
         images = [load_image(path(n), m.max_pixels, m.pad_background) for n in s.images]
         frames = s.num_frames or m.num_frames

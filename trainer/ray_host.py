@@ -232,7 +232,7 @@ def prepare_model(spec: JobSpec) -> None:
     """Build a `tiny:<type>` model once here, not concurrently in every worker."""
     name = spec.model.name_or_path
     if name.startswith("tiny:"):
-        from trainer.models.loading import tiny_model_path
+        from trainer.models.tiny.folder import tiny_model_path
 
         tiny_model_path(name.removeprefix("tiny:"))
 

@@ -57,17 +57,39 @@ class DatasetEntry(Section):
     target: str | None = Field(default=None, alias="_target_")
     """VILA's dataset class (`llava.data.LLaVADataset`); informational."""
     data_path: str
-    """A JSON array or JSON Lines file of samples."""
+    """Where the samples are: a JSON array or JSON Lines file; a Parquet file or a folder of
+    Parquet shards; a folder written by `datasets`' `save_to_disk`; WebDataset `.tar` shards
+    (a file, a folder, a brace pattern such as `shards/train-{0000..0099}.tar`, or a wids
+    shard index `.json`); or, with `source: hf`, a Hugging Face dataset id."""
+    source: Literal["auto", "json", "parquet", "arrow", "webdataset", "hf"] = "auto"
+    """How to read `data_path`: `auto` detects it from the path (`.json`/`.jsonl`: json,
+    `.parquet` or a folder of them: parquet, a `save_to_disk` folder or `.arrow` files: arrow,
+    `.tar` shards: webdataset); `hf` takes `data_path` as a hub dataset id, resolved in the
+    local Hugging Face cache (`HF_HOME`), downloaded only when the hub is reachable."""
+    config_name: str | None = None
+    """Hugging Face dataset configuration (subset) of a `source: hf` dataset."""
+    split: str | None = None
+    """Split of a `source: hf` dataset or of a `save_to_disk` DatasetDict folder (default
+    `train`)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of a `source: hf` dataset."""
     media_dir: str | None = None
-    """Root of the images/videos the samples name (default: the folder of `data_path`)."""
+    """Root of the images/videos the samples name by path (default: the folder of
+    `data_path`, `data_path` itself when it is a folder, a hub dataset's snapshot folder).
+    Media embedded in the data (bytes) need none."""
     is_video: bool = False
     """VILA's flag for video datasets (samples use `video`)."""
     format: Literal["auto", "vila", "messages"] = "auto"
     """`vila` (LLaVA `conversations`), `messages` (OpenAI-style), or `auto` (per sample)."""
-    text_field: str = "messages"
-    """Column holding the conversation in `messages` datasets (`dataset_text_field`)."""
-    image_field: str = "images"
-    """Column holding the images in `messages` datasets (`dataset_image_field`)."""
+    text_field: str | None = None
+    """Column holding the conversation (`dataset_text_field`); default `conversations` for
+    VILA samples, `messages` for messages samples. Either turn style may sit in any column."""
+    image_field: str | None = None
+    """Column holding the images (`dataset_image_field`): paths, bytes, or Hugging Face
+    `Image` cells; default `image` (VILA) / `images` (messages)."""
+    video_field: str | None = None
+    """Column holding the videos: paths or bytes; default `video` (VILA) / `videos`
+    (messages)."""
     num_frames: int | None = Field(default=None, ge=1)
     """Frames sampled per video for this dataset (default: `data.video.num_frames`)."""
     description: str | None = None

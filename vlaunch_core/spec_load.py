@@ -203,7 +203,8 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
     spec.data.registry = [_resolve(base, r) for r in spec.data.registry]
     spec.resources.profiles = [_resolve(base, r) for r in spec.resources.profiles]
     for entry in spec.data.datasets.values():
-        entry.data_path = _resolve(base, entry.data_path)
+        if entry.source != "hf":  # a hub id, not a path
+            entry.data_path = _resolve(base, entry.data_path)
         if entry.media_dir is not None:
             entry.media_dir = _resolve(base, entry.media_dir)
     return spec

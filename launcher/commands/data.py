@@ -1,6 +1,7 @@
 """`vlaunch data check ...` and `vlaunch data synth DIR`.
 
-`data check` takes a job spec (both mixtures), a registry with a mixture, or one dataset file,
+`data check` takes a job spec (both mixtures), a registry with a mixture, or one dataset (a
+JSON file, Parquet, a `save_to_disk` folder, tar shards, or a hub id with `--source hf`),
 and reports every problem in one pass. Exit status: 0 clean (warnings allowed), 1 when any
 error was found, 2 for a bad invocation.
 """
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "target",
         nargs="?",
         metavar="JOB.yaml|DATASET",
-        help="a job spec, or a dataset file (.json / .jsonl)",
+        help="a job spec, or a dataset: .json/.jsonl, .parquet or a folder of them, a "
+        "save_to_disk folder, .tar shards (brace patterns), or a hub id with --source hf",
     )
     check.add_argument(
         "--registry",
@@ -58,11 +60,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="format of a single dataset file (default: per sample)",
     )
     check.add_argument(
-        "--text-field", default="messages", help="conversation column of a messages dataset file"
+        "--source",
+        choices=("auto", "json", "parquet", "arrow", "webdataset", "hf"),
+        default="auto",
+        help="how to read a single DATASET (default: from the path; hf: a hub dataset id)",
     )
     check.add_argument(
-        "--image-field", default="images", help="image column of a messages dataset file"
+        "--text-field",
+        help="conversation column of a single DATASET (default: conversations / messages)",
     )
+    check.add_argument(
+        "--image-field", help="image column of a single DATASET (default: image / images)"
+    )
+    check.add_argument(
+        "--video-field", help="video column of a single DATASET (default: video / videos)"
+    )
+    check.add_argument(
+        "--data-split",
+        metavar="SPLIT",
+        help="split of a hub dataset or DatasetDict folder (default: train)",
+    )
+    check.add_argument("--config-name", metavar="NAME", help="configuration of a hub dataset")
+    check.add_argument("--revision", metavar="REV", help="revision of a hub dataset")
     check.add_argument(
         "--split",
         choices=("train", "eval", "all"),
@@ -114,6 +133,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--video-train", type=int, default=64, metavar="N", help="training videos")
     synth.add_argument("--video-eval", type=int, default=24, metavar="M", help="held-out videos")
     synth.add_argument("--seed", type=int, default=0, help="random seed")
+    synth.add_argument(
+        "--formats",
+        default="json",
+        metavar="LIST",
+        help="comma-separated: json (always), parquet (embedded images), webdataset (tar "
+        "shards); default json",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,15 +152,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from vlaunch_core.data.synth import SynthSizes, synthesize
+    from vlaunch_core.data.synth import FORMATS, SynthSizes, synthesize
+    from vlaunch_core.errors import did_you_mean
 
     for name in ("train", "eval", "video_train", "video_eval"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0")
-    existed = (Path(args.dir) / "meta.json").is_file()
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    for f in formats:
+        if f not in FORMATS:
+            raise UserError(
+                f"--formats: unknown format '{f}'.{did_you_mean(f, FORMATS)}",
+                hint=f"known: {', '.join(FORMATS)}",
+            )
+    meta_file = Path(args.dir) / "meta.json"
+    before = meta_file.stat().st_mtime_ns if meta_file.is_file() else None
     sizes = SynthSizes(args.train, args.eval, args.video_train, args.video_eval)
-    meta = synthesize(args.dir, sizes, seed=args.seed, if_missing=args.if_missing)
-    if args.if_missing and existed:
+    meta = synthesize(args.dir, sizes, seed=args.seed, if_missing=args.if_missing, formats=formats)
+    if args.if_missing and before == meta.stat().st_mtime_ns:
         print(f"{args.dir}: already there ({meta.name} exists), nothing written")
     else:
         print(f"wrote the shapes dataset to {args.dir} (see {meta})")
@@ -183,7 +218,7 @@ def _run_check(args: argparse.Namespace) -> CheckReport:
     options = CheckOptions(
         decode=args.decode,
         max_pixels=data.image.max_pixels if data else CheckOptions.max_pixels,
-        max_length=max_length if model else None,
+        max_length=max_length,
         overlength=overlength,
         num_frames=data.video.num_frames if data else CheckOptions.num_frames,
         fps=data.video.fps if data else None,
@@ -193,7 +228,10 @@ def _run_check(args: argparse.Namespace) -> CheckReport:
         max_images=None if family is None else family.quirks.max_images,
     )
     if max_length is not None and not model:
-        logger.info("no model given: token lengths are not checked (use --model)")
+        logger.info(
+            "no model given: only samples certainly over %d tokens are flagged (use --model)",
+            max_length,
+        )
     counter = None
     if processor_family is not None and model is not None:
         from trainer.data.lengths import TokenCounter
@@ -206,7 +244,7 @@ def _run_check(args: argparse.Namespace) -> CheckReport:
 
 def _sources(args: argparse.Namespace) -> tuple[list[CheckSource], Any, str | None]:
     """The files to check, the job's data options (or None) and its model (or None)."""
-    from vlaunch_core.data.check import CheckSource, sources_from_mixture
+    from vlaunch_core.data.check import sources_from_mixture
     from vlaunch_core.data.mixture import resolve_mixture, resolve_registry_mixture
 
     if args.registry or args.mixture:
@@ -229,9 +267,23 @@ def _sources(args: argparse.Namespace) -> tuple[list[CheckSource], Any, str | No
             "[--media-dir DIR] | --registry FILE --mixture A+B",
         )
     target = Path(args.target)
-    if not target.is_file():
-        raise UserError(f"{target}: no such file")
-    if _is_job_spec(target):
+    if args.source == "hf":
+        return (
+            [_single(args, args.target, Path(args.media_dir) if args.media_dir else None)],
+            None,
+            None,
+        )
+    from vlaunch_core.data.sources.paths import is_pattern
+
+    if not (target.exists() or is_pattern(args.target)):
+        looks_like_id = args.target.count("/") == 1 and not target.suffix
+        raise UserError(
+            f"{target}: no such file or folder",
+            hint=f"for a Hugging Face dataset id: --source hf {args.target}"
+            if looks_like_id
+            else None,
+        )
+    if target.is_file() and _is_job_spec(target):
         from vlaunch_core.spec_load import load_spec
 
         spec = load_spec(target)
@@ -247,14 +299,36 @@ def _sources(args: argparse.Namespace) -> tuple[list[CheckSource], Any, str | No
             hint=f"for a dataset registry: vlaunch data check --registry {target} --mixture "
             "NAME+NAME",
         )
-    media = Path(args.media_dir) if args.media_dir else target.parent
+    default_root = target if target.is_dir() else target.parent
+    media = Path(args.media_dir) if args.media_dir else default_root
     if not media.is_dir():
         raise UserError(f"--media-dir {media}: no such folder")
-    return (
-        [CheckSource(target.name, target, media, args.format, args.text_field, args.image_field)],
-        None,
-        None,
+    return [_single(args, args.target, media)], None, None
+
+
+def _single(args: argparse.Namespace, target: str, media: Path | None) -> CheckSource:
+    from vlaunch_core.data.check import CheckSource
+
+    return CheckSource(
+        Path(target).name,
+        target,
+        media,
+        args.format,
+        args.text_field,
+        args.image_field,
+        video_field=args.video_field,
+        kind=args.source,
+        split=args.data_split,
+        config_name=args.config_name,
+        revision=args.revision,
     )
+
+
+def _hub() -> Any:
+    """The hub-id resolver of the training stack (`datasets`; no torch)."""
+    from trainer.data.hub import resolve_hub
+
+    return resolve_hub
 
 
 def _processor(model: str) -> tuple[Any, Any]:
@@ -272,9 +346,10 @@ def _with_progress(
     from vlaunch_core.data.check import check_sources
 
     console = Console(stderr=True)
+    hub = _hub()
     if quiet or not console.is_terminal:
-        return check_sources(sources, options, counter)
-    total = sum(s.data_path.stat().st_size for s in sources if s.data_path.is_file())
+        return check_sources(sources, options, counter, hub=hub)
+    total = sum(_bytes(s.data_path) for s in sources)
     with Progress(
         TextColumn("checking"),
         BarColumn(),
@@ -283,8 +358,20 @@ def _with_progress(
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task("check", total=total)
-        return check_sources(sources, options, counter, progress=lambda n: bar.advance(task, n))
+        task = bar.add_task("check", total=total or None)
+        return check_sources(
+            sources, options, counter, progress=lambda n: bar.advance(task, n), hub=hub
+        )
+
+
+def _bytes(data_path: Path | str) -> int:
+    """Bytes under a data path (a file or a folder; 0 for patterns and hub ids)."""
+    p = Path(data_path)
+    if p.is_file():
+        return p.stat().st_size
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return 0
 
 
 def _print_report(report: CheckReport, limit: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from bench import flops, gpu, gpu_batches, gpu_setup
-from vlaunch_core.models.configs import model_config_dict
 
 
 def test_tiny_run_with_baseline() -> None:
@@ -79,7 +78,7 @@ def test_memory_error_is_relative_to_reserved_plus_context() -> None:
 
 @pytest.mark.parametrize("model", ["random:qwen2-vl-2b", "random:llava-1.5-7b", "tiny:qwen2_vl"])
 def test_synthetic_batches_are_full_length(model: str) -> None:
-    config = model_config_dict(model)
+    config = gpu_setup.model_config_of(model)
     px = 448 if model.startswith("random:") else 32
     batch, shape = gpu_batches.synthetic_batch(config, 2, 1024 if px == 448 else 64, image_px=px)
     assert batch["input_ids"].shape == (2, shape.seq_len)
@@ -115,7 +114,7 @@ def test_flop_count_matches_torch_counter(model: str, tuning: dict[str, object])
     spec = gpu_setup.gpu_spec(cfg, profile="cpu", precision="fp32", out_dir="/tmp")
     spec.model.attn_implementation = "eager"
     model_obj, _, _, _ = gpu_setup.build_model(spec, torch.device("cpu"), "fp32")
-    config = model_config_dict(model)
+    config = gpu_setup.model_config_of(model)
     batch, shape = gpu_batches.synthetic_batch(
         config, cfg.micro_batch_size, cfg.seq_len, image_px=gpu_setup.TINY_IMAGE_PX
     )

@@ -28,7 +28,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_path(tiny_root: Path) -> Callable[[str], Path]:
     """`tiny_path(family)`: the folder of the tiny model of a family."""
-    from trainer.models.loading import tiny_model_path
+    from trainer.models.tiny.folder import tiny_model_path
 
     return lambda family: tiny_model_path(family, root=tiny_root)
 
@@ -53,30 +53,8 @@ def tiny_processor(tiny_path: Callable[[str], Path]) -> Callable[[str], Any]:
 
 @pytest.fixture(scope="session")
 def any_tiny(
-    tiny_path: Callable[[str], Path],
-    tiny_processor: Callable[[str], Any],
-    tmp_path_factory: pytest.TempPathFactory,
+    tiny_path: Callable[[str], Path], tiny_processor: Callable[[str], Any]
 ) -> Callable[[str], tuple[Path, Any]]:
-    """`any_tiny(model_type)`: (folder, (processor, description)) of a tiny model: vlaunch's
-    own `tiny:<type>` where it has one, else the one derived from transformers' classes
-    (`trainer.models.tiny_any`), built once per session."""
-    from trainer.models.processors import load_processor
-    from trainer.models.tiny_any import build_tiny
-    from vlaunch_core.models.catalog import describe
-    from vlaunch_core.models.tiny_specs import TINY_SPECS
-    from vlaunch_core.spec import ModelSpec
-
-    root = tmp_path_factory.mktemp("tiny-any")
-    cache: dict[str, tuple[Path, Any]] = {}
-
-    def get(model_type: str) -> tuple[Path, Any]:
-        if model_type not in cache:
-            if model_type in TINY_SPECS:
-                cache[model_type] = (tiny_path(model_type), tiny_processor(model_type))
-            else:
-                path = build_tiny(model_type, root / model_type)
-                description = describe(ModelSpec(name_or_path=str(path)))
-                cache[model_type] = (path, (load_processor(path), description))
-        return cache[model_type]
-
-    return get
+    """`any_tiny(model_type)`: (folder, (processor, description)) of `tiny:<model_type>` (any
+    architecture: derived from its own classes by `trainer.models.tiny`)."""
+    return lambda model_type: (tiny_path(model_type), tiny_processor(model_type))

@@ -1,10 +1,10 @@
 """Packing: a packed row gives each sample exactly the logits it gets alone; padding too.
 
-Every family in `PACKABLE` is checked with its tiny model (`tiny:<type>`, or the tiny model
-derived from transformers' own classes where vlaunch has none yet: Qwen3-VL), sdpa and eager
-attention, a row of three image samples of different sizes, a text-only sample and, where the
-model takes videos, a video sample. Tolerance: 1e-5 absolute on fp32 logits (observed
-differences are up to 2e-6, summation order).
+Every family in `PACKABLE` is checked with its tiny model (`tiny:<type>`, derived from
+transformers' own classes), sdpa (and eager attention for two), a row of three image samples
+of different sizes, a text-only sample and, where the model takes videos, a video sample.
+Tolerance: 1e-5 absolute on fp32 logits (observed differences are up to 2e-6, summation
+order).
 """
 
 from __future__ import annotations

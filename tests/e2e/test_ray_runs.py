@@ -122,3 +122,25 @@ def test_bad_data_is_a_user_error_not_retried(tmp_path: Path, shapes_data: Path)
     assert "Error count" not in proc.stdout + proc.stderr  # FailureConfig did not retry it
     status = json.loads((tmp_path / "runs" / "bad" / "status.json").read_text())
     assert status["state"] == "failed"
+
+
+def test_vlaunch_local_trains_on_tar_shards(tmp_path: Path, tiny_llava: Path) -> None:
+    """The CLI path on a sharded source: `vlaunch local` (Ray, two workers) trains on the
+    shapes written as WebDataset shards (`data synth --formats webdataset`, wids index)."""
+    from vlaunch_core.data.synth import SynthSizes, synthesize
+
+    shapes = tmp_path / "shapes"
+    synthesize(shapes, SynthSizes(train=96, eval=8, video_train=0, video_eval=0), seed=3,
+               formats=("webdataset",))  # fmt: skip
+    shards = {"data_path": str(shapes / "shards" / "train.wids.json"), "source": "webdataset"}
+    job = write_job(
+        tmp_path, shapes, name="tar", data={"datasets": {"tar": shards}, "mixture": "tar"},
+        train={"max_steps": 3, "checkpoint_every": 3},
+    )  # fmt: skip
+    proc = vlaunch("local", str(job), "--workers", "2", "--no-plan", cwd=tmp_path)
+    assert proc.returncode == 0, explain(proc)
+    run = tmp_path / "runs" / "tar"
+    assert [r["step"] for r in records(run)] == [1, 2, 3]
+    assert all(r["target_tokens"] > 0 for r in records(run))
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()

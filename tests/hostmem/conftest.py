@@ -27,24 +27,21 @@ MEDIUM_TEXT = {
 
 
 @pytest.fixture(scope="session")
-def medium_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LLaVA folder (random weights via save_pretrained, tiny processor) of ~156M params."""
+def medium_model(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path) -> Path:
+    """A LLaVA folder (random weights via save_pretrained, the tiny LLaVA's processor) of
+    ~156M params: the tiny LLaVA's config with a bigger language model."""
     import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
-    from trainer.models.tiny import build_processor, build_tokenizer
-    from vlaunch_core.models.tiny_specs import get_tiny_spec, tiny_config_dict
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     out = tmp_path_factory.mktemp("medium-llava")
-    config = tiny_config_dict("llava")
-    config["text_config"].update(MEDIUM_TEXT)
+    config = AutoConfig.from_pretrained(tiny_llava)
+    for key, value in MEDIUM_TEXT.items():
+        setattr(config.text_config, key, value)
+    config.text_config.head_dim = MEDIUM_TEXT["hidden_size"] // MEDIUM_TEXT["num_attention_heads"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = AutoModelForImageTextToText.from_config(
-            AutoConfig.for_model(**config), dtype=torch.float32
-        )
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     model.save_pretrained(out)
     del model
-    spec = get_tiny_spec("llava")
-    build_processor(spec, build_tokenizer(spec)).save_pretrained(out)
+    AutoProcessor.from_pretrained(tiny_llava).save_pretrained(out)
     return out

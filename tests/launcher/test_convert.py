@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,13 @@ def test_hf_training_arguments() -> None:
     assert (spec["name"], spec["output"]["dir"]) == ("test", "/app")
     assert "remove_unused_columns" in conv.ignored
     assert "fsdp_transformer_layer_cls_to_wrap" in conv.ignored
-    # a hub dataset cannot be read offline: reported, not silently dropped
-    assert "training_data_path" in conv.unmapped
-    assert any("hub dataset" in n for n in conv.notes)
+    # a hub dataset: read from the local Hugging Face cache (tests/trainer/test_data_sources.py
+    # trains on a local copy)
+    assert spec["data"]["datasets"]["train"]["source"] == "hf"
+    assert spec["data"]["datasets"]["train"]["data_path"] == "HuggingFaceH4/llava-instruct-mix-vsft"
+    assert spec["data"]["mixture"] == "train"
+    assert "training_data_path" not in conv.unmapped
+    assert any("Hugging Face dataset" in n for n in conv.notes)
 
 
 def test_vila_parameters_from_shell_script() -> None:
@@ -120,6 +125,13 @@ def test_cli_writes_a_valid_spec(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_cli_reports_specs_that_still_need_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["convert", str(FIXTURES / "hf_training_args.json")]) == 1
+    # the dataset fields without training_data_path: the spec names no data yet
+    settings = json.loads((FIXTURES / "hf_training_args.json").read_text())
+    del settings["training_data_path"]
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps(settings))
+    assert main(["convert", str(args)]) == 1
     err = capsys.readouterr().err
     assert "needs attention" in err and "data.datasets.train.data_path" in err
+    # with the hub dataset it names, the spec is complete (read from the local HF cache)
+    assert main(["convert", str(FIXTURES / "hf_training_args.json")]) == 0

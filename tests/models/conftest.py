@@ -23,7 +23,7 @@ FAMILIES = (
 @pytest.fixture(scope="session")
 def tiny_path(model_cache: Path) -> Callable[[str], Path]:
     """`tiny_path(family)`: the folder of `tiny:<type>`, built on first use."""
-    from trainer.models.loading import tiny_model_path
+    from trainer.models.tiny.folder import tiny_model_path
 
     return tiny_model_path
 

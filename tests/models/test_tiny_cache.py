@@ -7,7 +7,7 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
-from trainer.models.loading import _tiny_version, tiny_model_path
+from trainer.models.tiny.folder import _tiny_version, tiny_model_path
 
 
 def _entries(folder: Path) -> list[str]:

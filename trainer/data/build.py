@@ -5,21 +5,24 @@
     for batch in data.loader(num_workers=2):    # a `collate.Batch`
         out = model(**batch.to(device).inputs, use_cache=False)
 
-Both builders index the whole mixture first and raise one `ProblemReport` if any sample is
-malformed, names a missing media file or escapes its media root.
+Both builders open every dataset of the mixture first and raise one `ProblemReport` if any
+cannot be opened, or if any sample of a JSON file is malformed, names a missing media file or
+escapes its media root (sharded sources are counted, not read whole: see
+`trainer.data.dataset`). Hugging Face dataset ids are resolved in the local cache
+(`trainer.data.hub`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 from trainer.data.collate import Collator, check_packing
 from trainer.data.dataset import MediaOptions, MixtureDataset, MixturePart, index_dataset
 from trainer.data.encode import SampleEncoder
-from vlaunch_core.data.mixture import resolve_mixture
+from vlaunch_core.data.mixture import MixtureItem, resolve_mixture
 from vlaunch_core.data.problems import KINDS, DataProblem
 from vlaunch_core.data.sampler import EvalBatchSampler, GlobalBatchSampler
 from vlaunch_core.errors import Problem, ProblemReport
@@ -115,6 +118,23 @@ class TrainData(NamedTuple):
             self.dataset, self.sampler, self.collator, num_workers, prefetch_factor, pin_memory
         )
 
+    def resume_positions(self, global_step: int) -> dict[str, tuple[str, int]]:
+        """Where each sequential dataset (tar shards) goes on at optimizer step
+        `global_step`: {dataset: (shard, sample index in it)} of its next sample."""
+        import numpy as np
+
+        sampler, dataset = self.sampler, self.dataset
+        epoch, step = divmod(global_step, sampler.steps_per_epoch)
+        ahead = sampler.epoch_order(epoch)[step * sampler.global_batch_size :]
+        part_of = np.searchsorted(np.asarray(dataset.starts), ahead, side="right") - 1
+        out: dict[str, tuple[str, int]] = {}
+        for k, part in enumerate(dataset.parts):
+            hits = np.flatnonzero(part_of == k)
+            if part.source.access == "sequential" and len(hits):
+                _, j = dataset.locate(int(ahead[hits[0]]))
+                out[part.dataset.name] = part.source.where(j)
+        return out
+
 
 class EvalData(NamedTuple):
     dataset: MixtureDataset
@@ -141,14 +161,17 @@ def build_mixture(
     d = spec.data
     parts: list[MixturePart] = []
     problems: list[DataProblem] = []
-    indexed: dict[str, Any] = {}
+    opened: dict[str, MixturePart] = {}
     limits = media_limits(family)
     for item in resolve_mixture(spec, split):
         name = item.dataset.name
-        if name not in indexed:
-            indexed[name] = index_dataset(item.dataset, check_media=check_media, **limits)
-            problems += indexed[name][1]
-        parts.append(MixturePart(item.dataset, indexed[name][0], item.repeat))
+        if name not in opened:
+            part, found = open_part(item, check_media=check_media, limits=limits)
+            problems += found
+            if part is None:
+                continue
+            opened[name] = part
+        parts.append(replace(opened[name], repeat=item.repeat))
     if problems:
         raise _report(split, problems)
     encoder = SampleEncoder(
@@ -163,6 +186,38 @@ def build_mixture(
     )
     logger.info("%s mixture: %d samples from %d dataset(s)", split, len(dataset), len(parts))
     return dataset
+
+
+def open_part(
+    item: MixtureItem, *, check_media: bool, limits: dict[str, Any]
+) -> tuple[MixturePart | None, list[DataProblem]]:
+    """One dataset of the mixture as a part: a JSON file indexed and checked sample by
+    sample, any other source opened and counted."""
+    from trainer.data.hub import resolve_hub
+    from vlaunch_core.data.sources import SourceError, open_source, source_kind
+    from vlaunch_core.data.sources.jsonfile import JsonSource
+
+    ds = item.dataset
+    try:
+        if source_kind(ds.entry) != "json":
+            source = open_source(ds, hub=resolve_hub)
+            logger.info(
+                "dataset %s: %d samples in %d %s shard(s)",
+                ds.name,
+                len(source),
+                len(source.shards()),
+                source.kind,
+            )
+            return MixturePart(ds, source, item.repeat), []
+        index, problems = index_dataset(ds, check_media=check_media, **limits)
+        if problems:
+            return None, problems
+        source = open_source(ds)
+        assert isinstance(source, JsonSource)
+        source.with_spans(index.offsets, index.sizes)
+        return MixturePart(ds, source, item.repeat, index.lengths, indexed=True), []
+    except SourceError as e:
+        return None, [DataProblem(e.kind, e.where, -1, e.detail)]
 
 
 def media_limits(family: ModelDescription | None) -> dict[str, Any]:
@@ -219,6 +274,7 @@ def build_train_data(
         shuffle=d.shuffle,
         group_by_length=d.group_by_length,
         lengths=dataset.lengths() if d.group_by_length else None,
+        order=dataset.order(spec.train.seed, d.shuffle),
     )
     return TrainData(dataset, sampler, _collator(processor, family, d.packing, rope_index))
 

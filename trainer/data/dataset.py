@@ -1,10 +1,17 @@
-"""A mixture as a map-style dataset: an index of byte offsets, samples read back on demand.
+"""A mixture as a map-style dataset over sources, samples read back on demand.
 
-Building the index streams each dataset file once (`FileIndex`: byte span and a length
-estimate per sample, about 20 bytes a sample), resolving every media path under its root and
-checking that the file exists, so a missing image or an escaping path stops the run before
-the first step instead of hours into it. `__getitem__` seeks to one record, parses it, decodes
-its media and encodes it.
+Every dataset of the mixture is a `Source` (`vlaunch_core.data.sources`): JSON files,
+Parquet, Arrow (`save_to_disk`, hub datasets), WebDataset tar shards. A JSON file is indexed
+up front, as it always was: one streaming pass records each sample's byte span and a length
+estimate (`FileIndex`, about 20 bytes a sample), resolving every media path under its root
+and checking that the file exists, so a missing image or an escaping path stops the run before
+the first step. Sharded sources are not read whole at start: they are counted from their
+metadata (Parquet footers, Arrow batch headers, tar member headers or a wids index), and a
+sample that turns out unreadable during training (bad record, bad media) is replaced by the
+next one like an overlength drop, with a warning naming its shard and row (`vlaunch data
+check` finds them all before a run). `__getitem__` reads one record, parses it, decodes its
+media and encodes it; each data-loader worker keeps only the shards or row groups it is
+reading open.
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vlaunch_core.data.formats import Sample, parse_sample
-from vlaunch_core.data.jsonstream import read_record
+from vlaunch_core.data.formats import Sample, parse_row
 from vlaunch_core.data.media import MediaError, MediaRoot, load_image, load_video
+from vlaunch_core.data.order import MixtureOrder, PartLayout
 from vlaunch_core.data.problems import DataProblem
 from vlaunch_core.data.registry import Dataset
+from vlaunch_core.data.sources import Source
 from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
@@ -71,13 +79,21 @@ def index_dataset(
     problems: list[DataProblem] = []
     root = MediaRoot(ds.media_dir)
     e = ds.entry
-    for rec in iter_samples(path, fmt=e.format, text_field=e.text_field, image_field=e.image_field):
+    for rec in iter_samples(
+        path,
+        fmt=e.format,
+        text_field=e.text_field,
+        image_field=e.image_field,
+        video_field=e.video_field,
+    ):
         problems += rec.problems
         sample = rec.sample
         if sample is None:
             continue
         for kind, names in (("image", sample.images), ("video", sample.videos)):
             for k, name in enumerate(names):
+                if not isinstance(name, str):
+                    continue  # embedded bytes: nothing to find on disk
                 try:
                     real = root.resolve(name)
                 except MediaError as err:
@@ -145,11 +161,27 @@ class MediaOptions:
         )
 
 
-@dataclass(frozen=True)
+class UnusableSample(UserError):
+    """A record of a sharded source that cannot be trained on (bad record or media)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="run `vlaunch data check` on the dataset")
+
+
+@dataclass
 class MixturePart:
     dataset: Dataset
-    index: FileIndex
+    source: Source
     repeat: int
+    lengths: array | None = None
+    """Length estimates (words, negative for text-only samples); from the JSON index, or
+    computed on first use for sharded sources."""
+    indexed: bool = False
+    """Every sample was checked up front (JSON): a bad one now means the file changed."""
+
+    @property
+    def index(self) -> Source:  # the name earlier code used
+        return self.source
 
 
 class MixtureDataset:
@@ -166,49 +198,72 @@ class MixtureDataset:
         self.encoder = encoder
         self.media = media
         self.substitute_dropped = substitute_dropped
-        self._roots = [MediaRoot(p.dataset.media_dir) for p in self.parts]
+        self._roots = [MediaRoot(p.source.media_root) for p in self.parts]
+        self._sizes = [len(p.source) for p in self.parts]
         self._starts: list[int] = []
         total = 0
-        for p in self.parts:
+        for p, n in zip(self.parts, self._sizes, strict=True):
             self._starts.append(total)
-            total += len(p.index) * p.repeat
+            total += n * p.repeat
         self._len = total
+        self._warned: set[tuple[int, int]] = set()
 
     def __len__(self) -> int:
         return self._len
 
+    @property
+    def starts(self) -> list[int]:
+        """The first mixture position of each part."""
+        return list(self._starts)
+
     def locate(self, i: int) -> tuple[int, int]:
-        """(part number, sample index in its file) of mixture position `i`."""
+        """(part number, sample index in its source) of mixture position `i`."""
         if not 0 <= i < self._len:
             raise IndexError(i)
         k = bisect.bisect_right(self._starts, i) - 1
-        return k, (i - self._starts[k]) % len(self.parts[k].index)
+        return k, (i - self._starts[k]) % self._sizes[k]
+
+    def order(self, seed: int, shuffle: bool = True) -> MixtureOrder:
+        """The training order: sharded parts visit their row groups or shards in turn."""
+        layouts = []
+        for p, n in zip(self.parts, self._sizes, strict=True):
+            blocks = p.source.blocks()
+            layouts.append(
+                PartLayout(
+                    n,
+                    p.repeat,
+                    None if blocks is None else tuple(blocks),
+                    p.source.access == "sequential",
+                )
+            )
+        return MixtureOrder(layouts, seed, shuffle)
 
     def lengths(self) -> list[int]:
         """Length estimates in mixture order (for the length-grouped sampler)."""
         out: list[int] = []
         for p in self.parts:
-            out.extend(list(p.index.lengths) * p.repeat)
+            if p.lengths is None:
+                p.lengths = _source_lengths(p.source, p.dataset)
+            out.extend(list(p.lengths) * p.repeat)
         return out
 
     def sample(self, i: int) -> Sample:
         k, j = self.locate(i)
         part = self.parts[k]
-        e = part.dataset.entry
-        value = read_record(part.index.path, part.index.offsets[j], part.index.sizes[j])
-        sample, problems = parse_sample(
-            value,
-            fmt=e.format,
-            text_field=e.text_field,
-            image_field=e.image_field,
-            source=part.index.path,
-            index=j,
+        row = part.source.read(j)
+        if row.error is not None:
+            raise UnusableSample(f"{row.shard} sample {row.index}: {row.error}")
+        sample, problems = parse_row(
+            row.value, part.source.fields, source=row.shard, index=row.index
         )
-        if sample is None or problems:
-            raise UserError(
-                f"{part.index.path} sample {j} changed since it was indexed: "
-                f"{problems[0].message if problems else 'unreadable'}"
-            )
+        errors = [p for p in problems if p.severity == "error"]
+        if sample is None or errors:
+            why = errors[0].message if errors else "unreadable"
+            if part.indexed:
+                raise UserError(
+                    f"{row.shard} sample {row.index} changed since it was indexed: {why}"
+                )
+            raise UnusableSample(f"{row.shard} sample {row.index}: {why}")
         return sample
 
     def load_media(self, i: int, sample: Sample) -> tuple[list[Any], list[np.ndarray]]:
@@ -216,26 +271,39 @@ class MixtureDataset:
         k, _ = self.locate(i)
         root, entry, m = self._roots[k], self.parts[k].dataset.entry, self.media
         images = [
-            load_image(root.resolve(name), m.max_pixels, m.pad_background) for name in sample.images
+            load_image(root.locate(ref), m.max_pixels, m.pad_background) for ref in sample.images
         ]
         explicit = sample.num_frames or entry.num_frames
         frames = explicit or m.num_frames
         fps = None if explicit else m.fps
-        videos = [
-            load_video(root.resolve(name), frames, fps, m.max_frames) for name in sample.videos
-        ]
+        videos = [load_video(root.locate(ref), frames, fps, m.max_frames) for ref in sample.videos]
         return images, videos
 
     def _encode(self, i: int) -> Encoded | None:
-        sample = self.sample(i)
+        k, _ = self.locate(i)
         try:
+            sample = self.sample(i)
             images, videos = self.load_media(i, sample)
         except MediaError as e:
-            raise UserError(
-                f"{sample.source} sample {sample.index}: {e.message}",
-                hint=e.hint or "run `vlaunch data check --decode` on the dataset",
-            ) from None
+            if self.parts[k].indexed:
+                raise UserError(
+                    f"{sample.source} sample {sample.index}: {e.message}",
+                    hint=e.hint or "run `vlaunch data check --decode` on the dataset",
+                ) from None
+            self._unusable(i, f"{sample.source} sample {sample.index}: {e.message}")
+            return None
+        except UnusableSample as e:
+            self._unusable(i, str(e))
+            return None
         return self.encoder.encode(sample, images, videos)
+
+    def _unusable(self, i: int, why: str) -> None:
+        if not self.substitute_dropped:
+            raise UserError(why, hint="run `vlaunch data check` on the dataset")
+        key = self.locate(i)
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("%s; skipped (the next sample takes its place)", why)
 
     def __getitem__(self, i: int) -> Encoded | None:
         enc = self._encode(i)
@@ -249,7 +317,32 @@ class MixtureDataset:
                 return enc
         raise UserError(
             f"{MAX_SUBSTITUTIONS} samples in a row after mixture position {i} are over "
-            f"data.max_length={self.encoder.max_length} and dropped",
+            f"data.max_length={self.encoder.max_length} or unreadable, and dropped",
             hint="raise data.max_length or use data.overlength=truncate_text "
-            "(`vlaunch data check JOB.yaml` shows the token lengths)",
+            "(`vlaunch data check JOB.yaml` shows the token lengths and bad samples)",
         )
+
+
+def _source_lengths(source: Source, ds: Dataset) -> array:
+    """Words per record, negative for records without media parts in their turns (reading
+    only the text where the source allows, `Source.text_rows`: an estimate for grouping by
+    length, as LLaVA's is); unreadable records count as one word."""
+    out = array("i")
+    for row in source.text_rows():
+        if row.value is None and (row.index < 0 or row.fatal):
+            continue  # a shard-level problem, not a record
+        sample = None
+        if isinstance(row.value, dict):
+            sample, _ = parse_row(row.value, source.fields, source=row.shard, index=row.index)
+        if sample is None:
+            out.append(1)
+            continue
+        words = max(1, sample.text_words())
+        media = any(t.count("image") or t.count("video") for t in sample.turns)
+        out.append(words if media else -words)
+    if len(out) != len(source):
+        raise UserError(
+            f"dataset '{ds.name}': {len(out)} records read for lengths, {len(source)} counted",
+            hint="run `vlaunch data check` on it",
+        )
+    return out

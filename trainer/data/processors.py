@@ -15,8 +15,8 @@ def load_processor(name_or_path: str) -> tuple[Any, ModelDescription]:
     """The processor of a local folder, a cached hub id or `tiny:<type>`, and the model's
     description (built on the meta device: no weights are read)."""
     from trainer.models.describe import describe_spec
-    from trainer.models.loading import tiny_model_path
     from trainer.models.processors import load_processor as load
+    from trainer.models.tiny.folder import tiny_model_path
     from vlaunch_core.models.configs import RANDOM_PREFIX, TINY_PREFIX
     from vlaunch_core.spec import ModelSpec
 

@@ -31,6 +31,6 @@ def architectures() -> list[dict[str, Any]]:
 
 def verified_types() -> tuple[str, ...]:
     """The model types the test matrix trains, exports and reloads (tests/models)."""
-    from vlaunch_core.models.tiny_specs import TINY_SPECS
+    from trainer.models.tiny import VERIFIED
 
-    return tuple(TINY_SPECS)
+    return tuple(VERIFIED)

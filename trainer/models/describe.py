@@ -127,9 +127,12 @@ def model_config(model_spec: ModelSpec) -> PretrainedConfig:
     from vlaunch_core.models.configs import RANDOM_PREFIX, TINY_PREFIX, model_config_dict
 
     name = model_spec.name_or_path
-    if name.startswith((TINY_PREFIX, RANDOM_PREFIX)):
-        data = model_config_dict(name)
-        return AutoConfig.for_model(**data)
+    if name.startswith(TINY_PREFIX):  # the built folder: its config as saved
+        from trainer.models.tiny.folder import tiny_model_path
+
+        return AutoConfig.from_pretrained(tiny_model_path(name.removeprefix(TINY_PREFIX)))
+    if name.startswith(RANDOM_PREFIX):
+        return AutoConfig.for_model(**model_config_dict(name))
     try:
         return AutoConfig.from_pretrained(
             name, revision=model_spec.revision, trust_remote_code=model_spec.trust_remote_code
@@ -253,7 +256,8 @@ def _stacks(model: Any, overrides: dict[str, Any]) -> list[LayerStack]:
         for m in layers:
             by_class.setdefault(type(m).__name__, m)
         repeated = len(layers) - len(by_class) >= 1  # at least one class occurs twice
-        if len(layers) != len(module) or not repeated or len(by_class) > 3:
+        layer_like = all(c.endswith(("Layer", "Block")) for c in by_class)
+        if len(layers) != len(module) or not (repeated or layer_like) or len(by_class) > 3:
             continue
         linears = sorted(
             {
@@ -360,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("name_or_path")
     parser.add_argument("--revision")
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--out", metavar="FILE", help="write the JSON there (default: stdout)")
     args = parser.parse_args(argv)
     import logging
     import warnings
@@ -377,12 +382,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         trust_remote_code=args.trust_remote_code,
     )
     try:
-        description = describe_spec(spec)
+        result = describe_spec(spec).to_json()
+        code = 0
     except UserError as e:
-        json.dump({"error": e.message, "fix": e.hint}, sys.stdout)
-        return 2
-    json.dump(description.to_json(), sys.stdout)
-    return 0
+        result, code = {"error": e.message, "fix": e.hint}, 2
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+    else:
+        json.dump(result, sys.stdout)
+    return code
 
 
 if __name__ == "__main__":

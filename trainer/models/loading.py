@@ -10,9 +10,6 @@ a checkpoint folder gives a skeleton whose weights each rank reads later, shard 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -20,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from trainer.models.describe import describe_spec
 from trainer.models.processors import load_processor
 from trainer.models.quantization import qlora_config, qlora_device
+from trainer.models.tiny.folder import tiny_model_path
 from vlaunch_core.errors import UserError
 from vlaunch_core.models.configs import RANDOM_PREFIX, TINY_PREFIX
 
@@ -32,8 +30,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "VLAUNCH_CACHE"
-
 
 @dataclass
 class LoadedModel:
@@ -44,60 +40,6 @@ class LoadedModel:
     """What the model is made of, read off the model itself (`trainer.models.describe`)."""
     path: Path | None
     """The folder the model was loaded from (None for `random:<name>`)."""
-
-
-def cache_dir() -> Path:
-    """Root of vlaunch's caches: `$VLAUNCH_CACHE` or `~/.cache/vlaunch`."""
-    root = os.environ.get(CACHE_ENV)
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "vlaunch"
-
-
-def tiny_model_path(family: str, root: Path | None = None) -> Path:
-    """The folder of `tiny:<type>`, built on first use.
-
-    Ranks started together all ask for it at once: one builds it (under a file lock next to
-    the folder) while the others wait, then find it complete. The build goes to a temporary
-    folder renamed into place, so a process killed mid-build never leaves a folder that
-    looks complete; a folder without `config.json` (such debris) is replaced.
-    """
-    from filelock import FileLock
-
-    from trainer.models.tiny import build_tiny
-    from vlaunch_core.models.tiny_specs import get_tiny_spec
-
-    get_tiny_spec(family)  # unknown family -> user error before touching the disk
-    target = (root or cache_dir() / "tiny") / _tiny_version() / family
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(target.parent / f".{family}.lock"):
-        if (target / "config.json").is_file():
-            return target  # another process built it while this one waited
-        tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=target.parent))
-        try:
-            build_tiny(family, tmp)
-            if target.exists():  # debris: move it aside atomically, then put ours in place
-                stale = Path(tempfile.mkdtemp(prefix=f".{family}-stale-", dir=target.parent))
-                target.rename(stale / family)
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _tiny_version() -> str:
-    """Tiny folders are keyed by the transformers version and a hash of the specs."""
-    import hashlib
-    import json
-
-    import transformers
-
-    from vlaunch_core.models.tiny_specs import TINY_SPECS
-
-    blob = json.dumps({k: repr(v) for k, v in TINY_SPECS.items()}, sort_keys=True)
-    return f"tf{transformers.__version__}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
 def load_model(

@@ -1,9 +1,16 @@
 """`vlaunch data check`: every problem of a dataset or mixture, in one streaming pass.
 
-Each sample is parsed, its media paths are resolved under the media root and opened far
-enough to read their headers (`decode=True` decodes every image and samples every video),
-ids are checked for duplicates within a file, and, when a token counter is given (the job's
-model processor), its token length is compared with `data.max_length`.
+Every source kind is read through its `Source` (`vlaunch_core.data.sources`): JSON files,
+Parquet, Arrow (`save_to_disk`), WebDataset tar shards, and hub datasets once resolved to
+their files. Each sample is parsed, its media paths are resolved under the media root (or
+its embedded bytes taken) and opened far enough to read their headers (`decode=True`
+decodes every image and samples every video), ids are checked for duplicates within a
+dataset, and, when a token counter is given (the job's model processor), its token length
+is compared with `data.max_length`. Without a model, a sample whose text alone is certainly
+over `data.max_length` (more bytes than `MAX_BYTES_PER_TOKEN` x the limit) is flagged.
+Problems name the shard file and the 0-based row in it. When samples lack the conversation
+column and other columns look like one, a single `column_mapping` problem suggests the
+`text_field` / `image_field` / `video_field` to set.
 """
 
 from __future__ import annotations
@@ -15,7 +22,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from vlaunch_core.data.formats import Format, Sample, iter_samples
+from vlaunch_core.data.formats import (
+    Fields,
+    Format,
+    Media,
+    Sample,
+    parse_row,
+    suggest_fields,
+    turn_style,
+)
 from vlaunch_core.data.media import (
     MediaError,
     MediaRoot,
@@ -28,22 +43,59 @@ from vlaunch_core.data.media import (
 )
 from vlaunch_core.data.mixture import MixtureItem
 from vlaunch_core.data.problems import DataProblem
+from vlaunch_core.data.registry import Dataset
+from vlaunch_core.data.sources import HubResolver, Source, SourceError, open_source
 
 COUNT_BATCH = 256
+#: No token of any tokenizer vlaunch supports is longer than this many UTF-8 bytes, so a
+#: text of B bytes has at least B / 64 tokens: the no-model overlength check flags only
+#: samples that are certainly too long (real text averages 3-5 bytes a token).
+MAX_BYTES_PER_TOKEN = 64
 
 
 @dataclass(frozen=True)
 class CheckSource:
-    """One dataset file to check, with its media root and format options."""
+    """One dataset to check: where it is, its media root and its columns."""
 
     name: str
-    data_path: Path
-    media_root: Path
+    data_path: Path | str
+    media_root: Path | None
+    """None: a hub dataset's own folder."""
     fmt: Format = "auto"
-    text_field: str = "messages"
-    image_field: str = "images"
+    text_field: str | None = None
+    image_field: str | None = None
     num_frames: int | None = None
     repeat: int = 1
+    video_field: str | None = None
+    kind: str = "auto"
+    """The entry's `source` (auto: detected from the path)."""
+    split: str | None = None
+    config_name: str | None = None
+    revision: str | None = None
+
+    @property
+    def fields(self) -> Fields:
+        return Fields(self.fmt, self.text_field, self.image_field, self.video_field)
+
+    def dataset(self) -> Dataset:
+        """As a registry dataset (what `open_source` takes)."""
+        from vlaunch_core.spec import DatasetEntry
+
+        entry = DatasetEntry.model_validate(
+            {
+                "data_path": str(self.data_path),
+                "media_dir": None if self.media_root is None else str(self.media_root),
+                "source": self.kind,
+                "format": self.fmt,
+                "text_field": self.text_field,
+                "image_field": self.image_field,
+                "video_field": self.video_field,
+                "split": self.split,
+                "config_name": self.config_name,
+                "revision": self.revision,
+            }
+        )
+        return Dataset(self.name, entry, "data check")
 
 
 def sources_from_mixture(items: Sequence[MixtureItem]) -> list[CheckSource]:
@@ -55,15 +107,21 @@ def sources_from_mixture(items: Sequence[MixtureItem]) -> list[CheckSource]:
             prev = out[ds.name]
             out[ds.name] = replace(prev, repeat=prev.repeat + item.repeat)
             continue
+        hub = e.source == "hf" and e.media_dir is None
         out[ds.name] = CheckSource(
             ds.name,
-            ds.data_path,
-            ds.media_dir,
+            e.data_path,
+            None if hub else ds.media_dir,
             e.format,
             e.text_field,
             e.image_field,
             e.num_frames,
             item.repeat,
+            e.video_field,
+            e.source,
+            e.split,
+            e.config_name,
+            e.revision,
         )
     return list(out.values())
 
@@ -194,67 +252,102 @@ def check_sources(
     options: CheckOptions,
     counter: LengthCounter | None = None,
     progress: Progress | None = None,
+    hub: HubResolver | None = None,
 ) -> CheckReport:
-    """Check every sample of every source; never raises on bad data."""
+    """Check every sample of every source; never raises on bad data. `hub` resolves
+    Hugging Face dataset ids (`trainer.data.hub.resolve_hub`)."""
     start = time.perf_counter()
     report = CheckReport(model=counter.name if counter else None, options=options)
     for src in sources:
         stats = DatasetStats(src.name, str(src.data_path), src.repeat)
         report.datasets.append(stats)
         before = len(report.problems)
-        _check_file(src, options, counter, report, stats, progress)
+        try:
+            source = open_source(src.dataset(), hub)
+        except SourceError as e:
+            report.problems.append(DataProblem(e.kind, e.where, -1, _open_error(src, e)))
+        else:
+            _check_source(src, source, options, counter, report, stats, progress)
         stats.problems = len(report.problems) - before
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _check_file(
+def _open_error(src: CheckSource, e: SourceError) -> str:
+    if e.kind == "missing_file" and e.where == str(src.data_path) and "not found" in e.detail:
+        return f"dataset file of '{src.name}' not found"
+    return e.detail + (f" ({e.hint})" if e.hint else "")
+
+
+def open_check_source(src: CheckSource, hub: HubResolver | None = None) -> Source:
+    """The source `check_sources` reads (for progress totals)."""
+    return open_source(src.dataset(), hub)
+
+
+@dataclass
+class _Unmapped:
+    """Samples without the conversation column whose other columns look like one."""
+
+    count: int = 0
+    first: tuple[str, int] = ("", -1)
+    keys: list[str] = field(default_factory=list)
+    suggestion: dict[str, str] = field(default_factory=dict)
+
+
+def _check_source(
     src: CheckSource,
+    source: Source,
     options: CheckOptions,
     counter: LengthCounter | None,
     report: CheckReport,
     stats: DatasetStats,
     progress: Progress | None,
 ) -> None:
-    file = str(src.data_path)
-    if not src.data_path.is_file():
-        report.problems.append(
-            DataProblem("missing_file", file, -1, f"dataset file of '{src.name}' not found")
-        )
-        return
-    root = MediaRoot(src.media_root)
-    seen: dict[str, int] = {}
+    root = MediaRoot(source.media_root)
+    fields = src.fields
+    seen: dict[str, tuple[str, int]] = {}
     pending: list[LengthQuery] = []
-    done = 0
-    for rec in iter_samples(
-        file, fmt=src.fmt, text_field=src.text_field, image_field=src.image_field
-    ):
-        stats.samples += 1
-        report.problems += rec.problems
+    unmapped = _Unmapped()
+    for row in source.rows():
         if progress is not None:
-            progress(rec.offset + rec.length - done)
-            done = rec.offset + rec.length
-        sample = rec.sample
+            progress(row.nbytes)
+        if row.error is not None:
+            stats.samples += row.index >= 0 and row.error_kind != "missing_file"
+            report.problems.append(DataProblem(row.error_kind, row.shard, row.index, row.error))
+            continue
+        stats.samples += 1
+        if isinstance(row.value, dict) and turn_style(row.value, fields) is None:
+            suggestion = suggest_fields(row.value, fields)
+            if suggestion:
+                if not unmapped.count:
+                    unmapped.first = (row.shard, row.index)
+                    unmapped.keys = sorted(map(str, row.value))[:8]
+                    unmapped.suggestion = suggestion
+                unmapped.count += 1
+                continue
+        sample, parsed = parse_row(row.value, fields, source=row.shard, index=row.index)
+        report.problems += parsed
         if sample is None:
             continue
         stats.images += len(sample.images)
         stats.videos += len(sample.videos)
-        problems = list(rec.problems)
+        problems = list(parsed)
         if sample.id is not None:
             if sample.id in seen:
+                shard, index = seen[sample.id]
+                also = f"sample {index}" if shard == row.shard else f"{shard} sample {index}"
                 problems.append(
                     DataProblem(
-                        "duplicate_id",
-                        file,
-                        rec.index,
-                        f"id '{sample.id}' is also sample {seen[sample.id]}",
+                        "duplicate_id", row.shard, row.index, f"id '{sample.id}' is also {also}"
                     )
                 )
             else:
-                seen[sample.id] = rec.index
+                seen[sample.id] = (row.shard, row.index)
         sizes, videos = _check_media(sample, src, root, options, problems)
         problems += _model_problems(sample, options)
-        report.problems += problems[len(rec.problems) :]
+        if counter is None:
+            problems += _bound_problems(sample, options, report)
+        report.problems += problems[len(parsed) :]
         if counter is not None and not any(p.severity == "error" for p in problems):
             pending.append(LengthQuery(sample, sizes, videos))
             if len(pending) >= COUNT_BATCH:
@@ -262,6 +355,61 @@ def _check_file(
                 pending = []
     if pending and counter is not None:
         _count(pending, counter, options, report)
+    if unmapped.count:
+        report.problems.append(_mapping_problem(src, unmapped, stats.samples))
+
+
+def _mapping_problem(src: CheckSource, u: _Unmapped, samples: int) -> DataProblem:
+    fields = src.fields
+    wanted = fields.text or (
+        "conversations' or 'messages" if fields.fmt == "auto" else fields.columns(fields.fmt)[0]
+    )
+    keys = ", ".join(u.keys)
+    setting = ", ".join(f"{k}: {v}" for k, v in u.suggestion.items())
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in u.suggestion.items())
+    shard, index = u.first
+    return DataProblem(
+        "column_mapping",
+        shard,
+        index,
+        f"{u.count} of {samples} samples have no '{wanted}' column (columns: {keys}); "
+        f"they look like the mapping {setting}: set it on dataset '{src.name}' "
+        f"(or `vlaunch data check FILE {flags}`)",
+    )
+
+
+def _bound_problems(
+    sample: Sample, options: CheckOptions, report: CheckReport
+) -> list[DataProblem]:
+    """`too_long` for a sample whose text alone is certainly over `max_length` tokens."""
+    limit = options.max_length
+    if limit is None:
+        return []
+    nbytes = sum(len(p.text.encode("utf-8")) for t in sample.turns for p in t.parts)
+    nbytes += len((sample.system_prompt or options.system_prompt or "").encode("utf-8"))
+    media = len(sample.images) + len(sample.videos)  # at least one token each
+    least = -(-nbytes // MAX_BYTES_PER_TOKEN) + media
+    if least <= limit:
+        return []
+    severity = "error" if options.overlength == "error" else "warning"
+    if options.overlength == "drop":
+        report.would_drop += 1
+        what = "would be dropped"
+    elif options.overlength == "truncate_text":
+        what = "would be truncated or dropped"
+    else:
+        what = "stops training (data.overlength: error)"
+    return [
+        DataProblem(
+            "too_long",
+            sample.source,
+            sample.index,
+            f"at least {least} tokens ({nbytes} bytes of text, no token is longer than "
+            f"{MAX_BYTES_PER_TOKEN} bytes) > data.max_length={limit}: {what} "
+            "(give --model for exact counts)",
+            severity,
+        )
+    ]
 
 
 def _check_media(
@@ -273,21 +421,23 @@ def _check_media(
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
     sizes: list[tuple[int, int]] = []
     videos: list[tuple[int, int, int]] = []
-    file, index = str(src.data_path), sample.index
+    file, index = sample.source, sample.index
     for k, name in enumerate(sample.images):
         try:
-            path = root.resolve(name)
+            path = root.locate(name)
             if options.decode:
                 sizes.append(load_image(path, options.max_pixels).size)
             else:
                 sizes.append(probe_image(path, options.max_pixels))
         except MediaError as e:
-            problems.append(DataProblem(e.kind, file, index, f"image {k} '{name}': {e.detail}"))
+            problems.append(
+                DataProblem(e.kind, file, index, f"image {k} {_named(name)}: {e.detail}")
+            )
     n_frames = sample.num_frames or src.num_frames or options.num_frames
     fps = None if (sample.num_frames or src.num_frames) else options.fps
     for k, name in enumerate(sample.videos):
         try:
-            path = root.resolve(name)
+            path = root.locate(name)
             info = probe_video(path)
             n = frame_count(info, n_frames, fps, options.max_frames)
             if options.decode:
@@ -295,8 +445,14 @@ def _check_media(
                 info = VideoInfo(frames.shape[2], frames.shape[1], info.duration, info.frames)
             videos.append((n, info.width, info.height))
         except MediaError as e:
-            problems.append(DataProblem(e.kind, file, index, f"video {k} '{name}': {e.detail}"))
+            problems.append(
+                DataProblem(e.kind, file, index, f"video {k} {_named(name)}: {e.detail}")
+            )
     return sizes, videos
+
+
+def _named(ref: Media) -> str:
+    return f"'{ref}'" if isinstance(ref, str) else f"({ref})"
 
 
 def _model_problems(sample: Sample, options: CheckOptions) -> list[DataProblem]:

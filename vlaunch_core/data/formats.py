@@ -21,6 +21,13 @@ OpenAI-style messages (seed 002; the column names are the dataset's `text_field`
 An image part may also name its file inline (`{"type": "image", "image": "a.jpg"}`).
 `content` may be a plain string.
 
+Column mapping: the conversation, image and video columns are the dataset entry's
+`text_field`, `image_field` and `video_field` (defaults: `conversations`/`image`/`video` for
+VILA samples, `messages`/`images`/`videos` for messages samples); the turn style of a mapped
+column is recognised from its turns (`from`/`value` or `role`/`content`). A media cell is a
+path, raw bytes, or a Hugging Face `Image`/`Video` cell (`{"bytes": ..., "path": ...}`);
+bytes become `Embedded` media, read without touching the file system.
+
 Parsing never raises on bad data: it returns the problems it found with the sample.
 """
 
@@ -50,7 +57,36 @@ VILA_ROLES: dict[str, Role] = {
     "system": "system",
 }
 MESSAGE_ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant", "system": "system"}
-VIDEO_FIELD = "videos"
+#: Default columns per turn style: (conversation, images, videos).
+DEFAULT_FIELDS: dict[str, tuple[str, str, str]] = {
+    "vila": ("conversations", "image", "video"),
+    "messages": ("messages", "images", "videos"),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Embedded:
+    """An image or video stored in the dataset itself (a Parquet/Arrow cell, a tar member)."""
+
+    data: bytes
+    name: str = ""
+    """Where it came from (a tar member, the original file name of an `Image` cell)."""
+
+    def __str__(self) -> str:
+        return f"embedded {self.name}" if self.name else f"embedded ({len(self.data)} bytes)"
+
+    def __repr__(self) -> str:
+        return f"Embedded({self.name!r}, {len(self.data)} bytes)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Embedded) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+
+Media = str | Embedded
+"""A media reference: a path (relative to the media root, or absolute) or embedded bytes."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +119,8 @@ class Sample:
     """
 
     turns: tuple[Turn, ...]
-    images: tuple[str, ...] = ()
-    videos: tuple[str, ...] = ()
+    images: tuple[Media, ...] = ()
+    videos: tuple[Media, ...] = ()
     id: str | None = None
     system_prompt: str | None = None
     num_frames: int | None = None
@@ -136,14 +172,31 @@ class ParsedRecord:
     fatal: bool = False
 
 
+@dataclass(frozen=True)
+class Fields:
+    """The columns of a dataset entry (None: the turn style's default)."""
+
+    fmt: Format = "auto"
+    text: str | None = None
+    image: str | None = None
+    video: str | None = None
+
+    def columns(self, style: str) -> tuple[str, str, str]:
+        """(conversation, images, videos) column names for one turn style."""
+        text, image, video = DEFAULT_FIELDS[style]
+        return (self.text or text, self.image or image, self.video or video)
+
+
 def iter_samples(
     path: str,
     *,
     fmt: Format = "auto",
-    text_field: str = "messages",
-    image_field: str = "images",
+    text_field: str | None = None,
+    image_field: str | None = None,
+    video_field: str | None = None,
 ) -> Iterator[ParsedRecord]:
     """Stream every record of a dataset file (JSON array or JSON Lines) as a parsed sample."""
+    fields = Fields(fmt, text_field, image_field, video_field)
     for rec in iter_records(path):
         if rec.error is not None:
             problem = DataProblem("invalid_json", path, rec.index, rec.error)
@@ -156,14 +209,7 @@ def iter_samples(
                 )
             yield ParsedRecord(rec.index, rec.offset, rec.length, None, [problem], rec.fatal)
             continue
-        sample, problems = parse_sample(
-            rec.value,
-            fmt=fmt,
-            text_field=text_field,
-            image_field=image_field,
-            source=path,
-            index=rec.index,
-        )
+        sample, problems = parse_row(rec.value, fields, source=path, index=rec.index)
         yield ParsedRecord(rec.index, rec.offset, rec.length, sample, problems)
 
 
@@ -171,36 +217,134 @@ def parse_sample(
     value: Any,
     *,
     fmt: Format = "auto",
-    text_field: str = "messages",
-    image_field: str = "images",
+    text_field: str | None = None,
+    image_field: str | None = None,
+    video_field: str | None = None,
     source: str = "",
     index: int = -1,
 ) -> tuple[Sample | None, list[DataProblem]]:
-    """One decoded JSON record as a `Sample`, with every problem found in it."""
+    """One decoded record (a JSON object, a table row) as a `Sample`, with every problem."""
+    return parse_row(
+        value, Fields(fmt, text_field, image_field, video_field), source=source, index=index
+    )
+
+
+def parse_row(
+    value: Any, fields: Fields, *, source: str = "", index: int = -1
+) -> tuple[Sample | None, list[DataProblem]]:
+    """`parse_sample` with the entry's columns as one `Fields`."""
     c = _Collect(source, index)
     if not isinstance(value, dict):
         c.add("invalid_sample", f"a sample is a JSON object, got {_json_type(value)}")
         return None, c.problems
-    if fmt == "auto":
-        if "conversations" in value:
-            fmt = "vila"
-        elif text_field in value:
-            fmt = "messages"
+    style = turn_style(value, fields)
+    if style is None:
+        if fields.text is not None:
+            wanted = f"no '{fields.text}' column"
+        elif fields.fmt == "auto":
+            wanted = "no 'conversations' (VILA) or 'messages' (messages) key"
         else:
-            keys = ", ".join(sorted(map(str, value))[:8]) or "none"
-            c.add(
-                "invalid_sample",
-                f"no 'conversations' (VILA) or '{text_field}' (messages) key; keys: {keys}",
-            )
-            return None, c.problems
+            wanted = f"no '{fields.columns(fields.fmt)[0]}' key"
+        keys = ", ".join(sorted(map(str, value))[:8]) or "none"
+        c.add("invalid_sample", f"{wanted}; keys: {keys}")
+        return None, c.problems
+    text, image, video = fields.columns(style)
     sample = (
-        _parse_vila(value, c)
-        if fmt == "vila"
-        else _parse_messages(value, c, text_field, image_field)
+        _parse_vila(value, c, text, image, video)
+        if style == "vila"
+        else _parse_messages(value, c, text, image, video)
     )
     if sample is not None and not any(p.kind == "unknown_role" for p in c.problems):
         _check_turns(sample, c)
     return sample, c.problems
+
+
+def turn_style(value: dict[str, Any], fields: Fields) -> str | None:
+    """`vila` or `messages`: the turn style of this record's conversation column (None: the
+    record has no such column)."""
+    if fields.fmt != "auto":
+        return fields.fmt if fields.columns(fields.fmt)[0] in value else None
+    if fields.text is not None:
+        if fields.text not in value:
+            return None
+        shape = _turn_shape(value[fields.text])
+        if shape is not None:
+            return shape
+        return "vila" if fields.text == "conversations" else "messages"
+    if "conversations" in value:
+        return "vila"
+    if "messages" in value:
+        return "messages"
+    return None
+
+
+def _turn_shape(turns: Any) -> str | None:
+    """`vila` for `{"from", "value"}` turns, `messages` for `{"role", "content"}` turns."""
+    if isinstance(turns, list):
+        for t in turns:
+            if isinstance(t, dict):
+                if "from" in t and "value" in t:
+                    return "vila"
+                if "role" in t and "content" in t:
+                    return "messages"
+    return None
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+
+
+def suggest_fields(value: dict[str, Any], fields: Fields) -> dict[str, str]:
+    """The entry keys (`text_field`, `image_field`, `video_field`) that would make a record
+    without the expected conversation column parse, judged from what its columns hold; empty
+    when no column holds turns."""
+    text = next((str(k) for k, v in value.items() if _turn_shape(v) is not None), None)
+    if text is None:
+        return {}
+    out = {"text_field": text}
+    style = _turn_shape(value[text]) or "messages"
+    _, image_column, video_column = fields.columns(style)
+    kinds = {str(k): media_kind(v) for k, v in value.items() if k != text}
+    for kind, column, key in (
+        ("image", image_column, "image_field"),
+        ("video", video_column, "video_field"),
+    ):
+        if column not in value:
+            found = next((k for k, v in kinds.items() if v == kind), None)
+            if found is not None:
+                out[key] = found
+    return out
+
+
+def media_kind(cell: Any) -> str | None:
+    """`image` or `video` when a cell (or every item of a list cell) looks like one."""
+    items = cell if isinstance(cell, list) else [cell]
+    found = {_item_kind(item) for item in items}
+    return found.pop() if len(found) == 1 and items else None
+
+
+def _item_kind(item: Any) -> str | None:
+    media = media_item(item)
+    if isinstance(media, str):
+        lower = media.lower()
+        return (
+            "image"
+            if lower.endswith(IMAGE_SUFFIXES)
+            else ("video" if lower.endswith(VIDEO_SUFFIXES) else None)
+        )
+    if isinstance(media, Embedded):
+        head = media.data[:16]
+        if head.startswith((b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM")) or head[8:12] == b"WEBP":
+            return "image"
+        if head[4:8] == b"ftyp" or head.startswith(b"\x1a\x45\xdf\xa3"):
+            return "video"
+        lower = media.name.lower()
+        return (
+            "image"
+            if lower.endswith(IMAGE_SUFFIXES)
+            else ("video" if lower.endswith(VIDEO_SUFFIXES) else None)
+        )
+    return None
 
 
 def _json_type(value: Any) -> str:
@@ -211,27 +355,46 @@ def _json_type(value: Any) -> str:
         bool: "a boolean",
         int: "a number",
         float: "a number",
+        bytes: "bytes",
         type(None): "null",
     }
     return names.get(type(value), type(value).__name__)
 
 
-def _paths(value: Any, key: str, c: _Collect) -> list[str] | None:
-    """A media column: one path, a list of paths, or a list of {"path": ...}."""
+def media_item(item: Any) -> Media | None:
+    """One media cell as a path or `Embedded` bytes; None if it is neither."""
+    if isinstance(item, str):
+        return item or None
+    if isinstance(item, Embedded):
+        return item
+    if isinstance(item, bytes | bytearray | memoryview):
+        return Embedded(bytes(item)) if len(item) else None
+    if isinstance(item, dict):  # a Hugging Face Image/Video cell, or {"path": ...}
+        data = item.get("bytes")
+        path = item.get("path")
+        if isinstance(data, bytes | bytearray) and data:
+            return Embedded(bytes(data), path if isinstance(path, str) else "")
+        if isinstance(path, str) and path:
+            return path
+    return None
+
+
+def _paths(value: Any, key: str, c: _Collect) -> list[Media] | None:
+    """A media column: one item or a list; an item is a path, bytes, or {"bytes", "path"}."""
     raw = value.get(key)
     if raw is None:
         return []
     items = raw if isinstance(raw, list) else [raw]
-    out: list[str] = []
+    out: list[Media] = []
     for item in items:
-        path = item["path"] if isinstance(item, dict) and "path" in item else item
-        if not isinstance(path, str) or not path:
+        media = media_item(item)
+        if media is None:
             c.add(
                 "invalid_sample",
-                f"'{key}' must be a path or a list of paths, got {_json_type(path)}",
+                f"'{key}' must be a path, bytes or a list of them, got {_json_type(item)}",
             )
             return None
-        out.append(path)
+        out.append(media)
     return out
 
 
@@ -265,13 +428,15 @@ def _split_tags(text: str) -> list[Part]:
     return parts
 
 
-def _parse_vila(value: dict[str, Any], c: _Collect) -> Sample | None:
-    convs = value.get("conversations")
+def _parse_vila(
+    value: dict[str, Any], c: _Collect, text_field: str, image_field: str, video_field: str
+) -> Sample | None:
+    convs = value.get(text_field)
     if not isinstance(convs, list):
-        c.add("invalid_sample", f"'conversations' must be a list, got {_json_type(convs)}")
+        c.add("invalid_sample", f"'{text_field}' must be a list, got {_json_type(convs)}")
         return None
-    images = _paths(value, "image", c)
-    videos = _paths(value, "video", c)
+    images = _paths(value, image_field, c)
+    videos = _paths(value, video_field, c)
     sid, system, frames = _common(value, c)
     if images is None or videos is None:
         return None
@@ -315,7 +480,7 @@ def _match_tags(kind: str, tags: int, media: int, c: _Collect) -> None:
 
 
 def _parse_messages(
-    value: dict[str, Any], c: _Collect, text_field: str, image_field: str
+    value: dict[str, Any], c: _Collect, text_field: str, image_field: str, video_field: str
 ) -> Sample | None:
     msgs = value.get(text_field)
     if not isinstance(msgs, list):
@@ -323,11 +488,11 @@ def _parse_messages(
             "invalid_sample", f"'{text_field}' must be a list of messages, got {_json_type(msgs)}"
         )
         return None
-    columns = {"image": _paths(value, image_field, c), "video": _paths(value, VIDEO_FIELD, c)}
+    columns = {"image": _paths(value, image_field, c), "video": _paths(value, video_field, c)}
     sid, system, frames = _common(value, c)
     if columns["image"] is None or columns["video"] is None:
         return None
-    media: dict[str, list[str]] = {"image": [], "video": []}
+    media: dict[str, list[Media]] = {"image": [], "video": []}
     used = {"image": 0, "video": 0}
     turns: list[Turn] = []
     for i, msg in enumerate(msgs):
@@ -355,8 +520,8 @@ def _parse_messages(
                 if part["text"].strip():
                     parts.append(Part("text", part["text"].strip()))
             elif kind in ("image", "video"):
-                inline = part.get(kind) or part.get("path")
-                if isinstance(inline, str) and inline:
+                inline = media_item(part.get(kind) or part.get("path"))
+                if inline is not None:
                     media[kind].append(inline)
                 else:
                     column = columns[kind] or []
@@ -373,7 +538,7 @@ def _parse_messages(
                 )
                 return None
         turns.append(Turn(role, tuple(parts)))
-    for kind, field_name in (("image", image_field), ("video", VIDEO_FIELD)):
+    for kind, field_name in (("image", image_field), ("video", video_field)):
         column = columns[kind] or []
         if used[kind] != len(column):
             c.add(

@@ -10,6 +10,7 @@ their files (e.g. `/data`); `media_dir: /` allows any path on purpose.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ from vlaunch_core.errors import UserError
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image as PILImage
+
+    from vlaunch_core.data.formats import Media
+
+MediaInput = Path | bytes
+"""What the loaders read: a file (already resolved under its root) or embedded bytes."""
 
 #: Targets further apart than this are reached with a seek instead of decoding through.
 SEEK_GAP_SECONDS = 2.0
@@ -63,6 +69,12 @@ class MediaRoot:
             )
         return Path(real)
 
+    def locate(self, ref: Media) -> MediaInput:
+        """A path resolved under the root (`resolve`), or the bytes of embedded media."""
+        if isinstance(ref, str):
+            return self.resolve(ref)
+        return ref.data
+
     def _realpath(self, path: str) -> str:
         """`os.path.realpath`, with the folders' real paths cached (one lstat per file)."""
         folder, base = os.path.split(path)
@@ -88,14 +100,19 @@ def _allow_pixels(max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = max_pixels
 
 
-def _open_image(path: Path, max_pixels: int) -> PILImage.Image:
+def _label(src: MediaInput) -> str:
+    return str(src) if isinstance(src, Path) else f"embedded image ({len(src)} bytes)"
+
+
+def _open_image(src: MediaInput, max_pixels: int) -> PILImage.Image:
     from PIL import Image
 
     _allow_pixels(max_pixels)
+    path = _label(src)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(src if isinstance(src, Path) else io.BytesIO(src))
     except FileNotFoundError:
         raise MediaError("missing_media", str(path), "no such file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -113,9 +130,9 @@ def _open_image(path: Path, max_pixels: int) -> PILImage.Image:
     return im
 
 
-def probe_image(path: Path, max_pixels: int) -> tuple[int, int]:
+def probe_image(src: MediaInput, max_pixels: int) -> tuple[int, int]:
     """Width and height from the file header (no pixel decoding)."""
-    im = _open_image(path, max_pixels)
+    im = _open_image(src, max_pixels)
     with im:
         size: tuple[int, int] = im.size
         # EXIF orientations 5-8 swap the displayed width and height.
@@ -134,19 +151,20 @@ def _exif_orientation(im: PILImage.Image) -> int:
 
 
 def load_image(
-    path: Path, max_pixels: int, pad_background: tuple[int, int, int] | None = None
+    src: MediaInput, max_pixels: int, pad_background: tuple[int, int, int] | None = None
 ) -> PILImage.Image:
     """Decode an image: EXIF orientation applied, RGB, optionally padded to a square."""
     from PIL import Image, ImageOps
 
-    im = _open_image(path, max_pixels)
+    path = _label(src)
+    im = _open_image(src, max_pixels)
     try:
         with im:
             im.load()
             oriented = ImageOps.exif_transpose(im) or im
             rgb = oriented.convert("RGB")
     except (OSError, ValueError, SyntaxError) as e:
-        raise MediaError("unreadable_media", str(path), f"cannot decode the image ({e})") from None
+        raise MediaError("unreadable_media", path, f"cannot decode the image ({e})") from None
     if pad_background is not None and rgb.width != rgb.height:
         side = max(rgb.size)
         square = Image.new("RGB", (side, side), pad_background)
@@ -174,18 +192,19 @@ def _av_errors() -> tuple[type[BaseException], ...]:
     return (av.error.FFmpegError, OSError, ValueError, IndexError)
 
 
-def _open_video(path: Path) -> Any:
+def _open_video(src: MediaInput) -> Any:
     import av
 
-    if not path.is_file():
-        raise MediaError("missing_media", str(path), "no such file")
+    if isinstance(src, Path) and not src.is_file():
+        raise MediaError("missing_media", str(src), "no such file")
+    path = str(src) if isinstance(src, Path) else f"embedded video ({len(src)} bytes)"
     try:
-        container = av.open(str(path))
+        container = av.open(str(src) if isinstance(src, Path) else io.BytesIO(src))
     except _av_errors() as e:
-        raise MediaError("unreadable_media", str(path), f"not a readable video ({e})") from None
+        raise MediaError("unreadable_media", path, f"not a readable video ({e})") from None
     if not container.streams.video:
         container.close()
-        raise MediaError("unreadable_media", str(path), "has no video stream")
+        raise MediaError("unreadable_media", path, "has no video stream")
     return container
 
 
@@ -203,9 +222,9 @@ def _info(container: Any) -> VideoInfo:
     )
 
 
-def probe_video(path: Path) -> VideoInfo:
+def probe_video(src: MediaInput) -> VideoInfo:
     """Size, duration and frame count from the container header (no decoding)."""
-    container = _open_video(path)
+    container = _open_video(src)
     with container:
         return _info(container)
 
@@ -218,7 +237,7 @@ def frame_count(info: VideoInfo, num_frames: int, fps: float | None, max_frames:
 
 
 def load_video(
-    path: Path,
+    src: MediaInput,
     num_frames: int,
     fps: float | None = None,
     max_frames: int = 64,
@@ -233,7 +252,8 @@ def load_video(
     """
     import numpy as np
 
-    container = _open_video(path)
+    path = str(src) if isinstance(src, Path) else f"embedded video ({len(src)} bytes)"
+    container = _open_video(src)
     try:
         with container:
             info = _info(container)
@@ -242,9 +262,9 @@ def load_video(
     except MediaError:
         raise
     except _av_errors() as e:
-        raise MediaError("unreadable_media", str(path), f"cannot decode the video ({e})") from None
+        raise MediaError("unreadable_media", path, f"cannot decode the video ({e})") from None
     if not frames:
-        raise MediaError("unreadable_media", str(path), "no frame could be decoded")
+        raise MediaError("unreadable_media", path, "no frame could be decoded")
     return np.stack(frames)
 
 

@@ -111,27 +111,24 @@ def resolve_registry_mixture(registry: list[str], mixture: str) -> list[MixtureI
 
 def mixture_size_at_least(spec: JobSpec, limit: int) -> int | None:
     """Records in the training mixture (repeats counted), counted only until `limit` is
-    reached (bounded work on any dataset size); None when the mixture does not resolve or a
-    data file is not on this machine (data on a cluster's filesystem)."""
-    from vlaunch_core.data.jsonstream import iter_records
+    reached (bounded work on any dataset size: JSON records up to the limit, Parquet
+    footers, Arrow batch headers, tar member headers or a wids index); None when the mixture
+    does not resolve, a dataset is a hub id, or its data is not on this machine (data on a
+    cluster's filesystem)."""
+    from vlaunch_core.data.sources import SourceError, open_source, source_kind
 
     try:
         items = resolve_mixture(spec, "train")
     except ProblemReport:
         return None
-    if not all(item.dataset.data_path.is_file() for item in items):
-        return None
     total = 0
     for item in items:
-        needed = -(-(limit - total) // item.repeat)  # records of this file still to count
-        count = 0
+        if source_kind(item.dataset.entry) == "hf":
+            return None
+        needed = -(-(limit - total) // item.repeat)  # records of this dataset still to count
         try:
-            for record in iter_records(item.dataset.data_path):
-                if record.error is None:
-                    count += 1
-                if count >= needed or record.fatal:
-                    break
-        except (OSError, UnicodeDecodeError):
+            count = open_source(item.dataset).count_at_least(needed)
+        except (SourceError, OSError, UnicodeDecodeError):
             return None
         total += count * item.repeat
         if total >= limit:

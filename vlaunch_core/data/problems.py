@@ -1,4 +1,7 @@
-"""Problems found in a dataset: one kind, one file, one 0-based sample index, one message."""
+"""Problems found in a dataset: one kind, one file, one 0-based sample index, one message.
+
+For sharded sources (Parquet files, tar shards) the file is the shard and the index the
+0-based row (sample) within it."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from dataclasses import dataclass
 KINDS: dict[str, str] = {
     "invalid_json": "invalid JSON",
     "invalid_sample": "malformed samples",
+    "column_mapping": "columns missing where the dataset entry looks for them",
     "empty_turns": "empty conversations or turns",
     "misordered_turns": "misordered turns",
     "unknown_role": "unknown roles",

@@ -47,7 +47,10 @@ class Dataset:
         """Root under which every media path of this dataset must resolve."""
         if self.entry.media_dir is not None:
             return Path(self.entry.media_dir)
-        return self.data_path.parent
+        if self.entry.source == "hf":  # resolved with the dataset: its snapshot folder
+            return Path(self.entry.data_path)
+        path = self.data_path
+        return path if path.is_dir() else path.parent
 
 
 def _absolute(base: Path, value: str) -> str:
@@ -110,7 +113,9 @@ def read_registry(path: str | Path) -> tuple[dict[str, Dataset], list[Problem]]:
             continue
         entry = entry.model_copy(
             update={
-                "data_path": _absolute(base, entry.data_path),
+                "data_path": entry.data_path
+                if entry.source == "hf"
+                else _absolute(base, entry.data_path),
                 "media_dir": None if entry.media_dir is None else _absolute(base, entry.media_dir),
             }
         )

@@ -8,6 +8,10 @@ micro-batch `j` goes to rank `j % world_size` as its accumulation step `j // wor
 So the samples of every optimizer step are the same whatever the world size, a run resumes
 exactly at any step (`start_at`), and a resumed run may use a different number of ranks.
 
+With sharded sources (Parquet row groups, tar shards), the epoch's order comes from a
+`MixtureOrder` that keeps each such dataset's records in a block-local stream order
+(`vlaunch_core.data.order`); it is still a function of the seed and the epoch alone.
+
 `group_by_length` (LLaVA's `group_by_modality_length`) sorts each global batch by modality
 (with media / text only) and length before cutting it, so each micro-batch holds samples of
 one modality and similar length, and padding shrinks; the content of each step is unchanged.
@@ -22,6 +26,8 @@ from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from vlaunch_core.data.order import MixtureOrder
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
@@ -52,6 +58,7 @@ class GlobalBatchSampler:
         shuffle: bool = True,
         group_by_length: bool = False,
         lengths: Sequence[int] | None = None,
+        order: MixtureOrder | None = None,
     ) -> None:
         if micro_batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad micro batch {micro_batch_size} / rank {rank}/{world_size}")
@@ -78,6 +85,9 @@ class GlobalBatchSampler:
         self.shuffle = shuffle
         self.group_by_length = group_by_length
         self.lengths = lengths
+        if order is not None and order.total != num_samples:
+            raise ValueError(f"the order covers {order.total} samples, not {num_samples}")
+        self.order = order
         self.epoch = 0
         self.start_step = 0
 
@@ -122,8 +132,14 @@ class GlobalBatchSampler:
         chunks = [list(batch[c * m : (c + 1) * m]) for c in range(len(batch) // m)]
         return chunks[self.rank :: self.world_size]
 
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The global order of the samples in `epoch`."""
+        if self.order is not None:
+            return self.order.epoch(epoch)
+        return epoch_order(self.num_samples, self.seed, epoch, self.shuffle)
+
     def __iter__(self) -> Iterator[list[int]]:
-        order = epoch_order(self.num_samples, self.seed, self.epoch, self.shuffle)
+        order = self.epoch_order(self.epoch)
         for step in range(self.start_step, self.steps_per_epoch):
             yield from self.micro_batches(self.global_batch(order, step))
 

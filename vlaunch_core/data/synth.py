@@ -12,6 +12,16 @@ Files written under DIR:
   shape move?".
 - `images/*.png`, `images/*.jpg`, `videos/*.mp4`: the media.
 - `meta.json`: counts, answers and the chance level of each question kind.
+
+With `formats` (`vlaunch data synth --formats json,parquet,webdataset`), the same records
+also as:
+
+- `parquet/<name>.parquet` (e.g. `parquet/train.parquet`): one Parquet file per dataset
+  file, row groups of `PARQUET_ROW_GROUP` rows, media embedded as Hugging Face `Image` cells
+  (`{"bytes": ..., "path": ...}`), the conversation columns as in the JSON file.
+- `shards/<name>-{0000..NNNN}.tar` with a wids index `shards/<name>.wids.json`: WebDataset
+  shards of `TAR_SHARD_SAMPLES` samples, each sample `<key>.json` (the record, naming its
+  image by extension: `"image": "png"`) and `<key>.png` / `.jpg` / `.mp4`.
 """
 
 from __future__ import annotations
@@ -51,6 +61,10 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "position": POSITIONS,
     "direction": DIRECTIONS,
 }
+
+FORMATS = ("json", "parquet", "webdataset")
+PARQUET_ROW_GROUP = 64
+TAR_SHARD_SAMPLES = 64
 
 IMAGE_SIZE = 48
 VIDEO_SIZE = 32
@@ -232,19 +246,100 @@ def _video_split(folder: Path, split: str, n: int, rng: random.Random) -> list[d
     return rows
 
 
+def _media_columns(row: dict[str, Any]) -> list[str]:
+    return [k for k in ("image", "images", "video", "videos") if k in row]
+
+
+def _embedded_rows(folder: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with every media path replaced by an `Image` cell holding its bytes."""
+    out = []
+    for original in rows:
+        row = dict(original)
+        for key in _media_columns(row):
+            value = row[key]
+            cells = [{"bytes": (folder / v).read_bytes(), "path": v} for v in _as_list(value)]
+            row[key] = cells if isinstance(value, list) else cells[0]
+        out.append(row)
+    return out
+
+
+def _as_list(value: Any) -> list[str]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def write_parquet(folder: Path, name: str, rows: list[dict[str, Any]]) -> Path:
+    """`parquet/<name>.parquet` with embedded media (pyarrow)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = folder / "parquet" / f"{name}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(_embedded_rows(folder, rows))
+    pq.write_table(table, out, row_group_size=PARQUET_ROW_GROUP)
+    return out
+
+
+def write_shards(folder: Path, name: str, rows: list[dict[str, Any]]) -> Path:
+    """`shards/<name>-NNNN.tar` (WebDataset layout) and their wids index; returns the
+    index."""
+    import io
+    import tarfile
+
+    from vlaunch_core.data.sources.tar import write_wids_index
+
+    out = folder / "shards"
+    out.mkdir(parents=True, exist_ok=True)
+    shards: list[tuple[str, int]] = []
+    for first in range(0, len(rows), TAR_SHARD_SAMPLES):
+        chunk = rows[first : first + TAR_SHARD_SAMPLES]
+        shard = f"{name}-{len(shards):04d}.tar"
+        with tarfile.open(out / shard, "w", format=tarfile.USTAR_FORMAT) as tf:
+            for i, row in enumerate(chunk, start=first):
+                key = f"{i:06d}"
+                record = dict(row)
+                members: dict[str, bytes] = {}
+                for column in _media_columns(row):
+                    refs = []
+                    for k, path in enumerate(_as_list(row[column])):
+                        ext = Path(path).suffix.lstrip(".").lower()
+                        ext = ext if not members.get(ext) else f"{k}.{ext}"
+                        members[ext] = (folder / path).read_bytes()
+                        refs.append(ext)
+                    record[column] = refs if isinstance(row[column], list) else refs[0]
+                members = {"json": json.dumps(record).encode(), **members}
+                for ext, data in members.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size, info.mtime, info.mode = len(data), 0, 0o644
+                    tf.addfile(info, io.BytesIO(data))
+        shards.append((shard, len(chunk)))
+    index = out / f"{name}.wids.json"
+    write_wids_index(index, shards, name)
+    return index
+
+
 def synthesize(
     out_dir: str | Path,
     sizes: SynthSizes | None = None,
     seed: int = 0,
     if_missing: bool = False,
+    formats: tuple[str, ...] = ("json",),
 ) -> Path:
-    """Write the shapes dataset under `out_dir`; returns the path of its `meta.json`."""
+    """Write the shapes dataset under `out_dir`; returns the path of its `meta.json`.
+    `formats` adds Parquet (`parquet`) and WebDataset shards (`webdataset`) of every file."""
     sizes = sizes or SynthSizes()
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown formats {unknown}; known: {', '.join(FORMATS)}")
     folder = Path(out_dir)
     meta_path = folder / "meta.json"
     if if_missing and meta_path.is_file():
-        logger.info("%s already exists: nothing to do", meta_path)
-        return meta_path
+        try:
+            had = set(json.loads(meta_path.read_text()).get("formats", ["json"]))
+        except ValueError:
+            had = set()
+        if set(formats) <= had:
+            logger.info("%s already exists: nothing to do", meta_path)
+            return meta_path
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -258,14 +353,22 @@ def synthesize(
         _write_jsonl(folder / f"kinds_{split}.jsonl", rows["kinds"])
         videos = _video_split(folder, split, nv, rng)
         _write_json(folder / f"video_{split}.json", videos)
-        files |= {
-            f"{split}.json": len(rows["vila"]),
-            f"kinds_{split}.jsonl": len(rows["kinds"]),
-            f"video_{split}.json": len(videos),
+        written = {
+            f"{split}.json": rows["vila"],
+            f"kinds_{split}.jsonl": rows["kinds"],
+            f"video_{split}.json": videos,
         }
+        files |= {name: len(r) for name, r in written.items()}
+        for name, r in written.items():
+            stem = name.split(".")[0]
+            if "parquet" in formats and r:
+                files[str(write_parquet(folder, stem, r).relative_to(folder))] = len(r)
+            if "webdataset" in formats and r:
+                files[str(write_shards(folder, stem, r).relative_to(folder))] = len(r)
     meta = {
         "generator": "vlaunch data synth",
         "seed": seed,
+        "formats": [f for f in FORMATS if f in formats or f == "json"],
         "files": files,
         "questions": {
             kind: {

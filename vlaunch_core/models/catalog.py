@@ -100,20 +100,27 @@ def _ask_training_stack(model_spec: ModelSpec) -> ModelDescription:
     if model_spec.trust_remote_code:
         argv.append("--trust-remote-code")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=DESCRIBE_TIMEOUT_S, env=env, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise UserError(
-            f"describing model '{model_spec.name_or_path}' took over {DESCRIBE_TIMEOUT_S} s",
-            hint="check the model reference; set train.micro_batch_size to plan without it",
-        ) from None
-    try:
-        data = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        tail = (proc.stderr or proc.stdout).strip()[-1500:]
-        raise RuntimeError(f"describing {model_spec.name_or_path} failed:\n{tail}") from None
+    with tempfile.TemporaryDirectory(prefix="vlaunch-describe-") as tmp:
+        out = Path(tmp) / "description.json"
+        try:
+            proc = subprocess.run(
+                [*argv, "--out", str(out)],
+                capture_output=True,
+                text=True,
+                timeout=DESCRIBE_TIMEOUT_S,
+                env=env,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise UserError(
+                f"describing model '{model_spec.name_or_path}' took over {DESCRIBE_TIMEOUT_S} s",
+                hint="check the model reference; set train.micro_batch_size to plan without it",
+            ) from None
+        try:
+            data = json.loads(out.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            tail = (proc.stderr or proc.stdout).strip()[-1500:]
+            raise RuntimeError(f"describing {model_spec.name_or_path} failed:\n{tail}") from None
     if "error" in data:
         raise UserError(str(data["error"]), hint=data.get("fix"))
     return ModelDescription.from_json(data)

@@ -33,9 +33,12 @@ RANDOM_PREFIX = "random:"
 def model_config_dict(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
     """The config dict of a model (a deep copy: callers may change it)."""
     if name_or_path.startswith(TINY_PREFIX):
-        from vlaunch_core.models.tiny_specs import tiny_config_dict
-
-        return tiny_config_dict(name_or_path.removeprefix(TINY_PREFIX))
+        # Tiny configs are derived by the training side (trainer/models/tiny); here only
+        # the architecture is known, and the fingerprint stands for the rest.
+        return {
+            "model_type": name_or_path.removeprefix(TINY_PREFIX),
+            "_tiny": tiny_fingerprint(),
+        }
     if name_or_path.startswith(RANDOM_PREFIX):
         return arch_config(name_or_path.removeprefix(RANDOM_PREFIX))
     path = Path(name_or_path).expanduser()
@@ -60,6 +63,24 @@ def model_config_dict(name_or_path: str, revision: str | None = None) -> dict[st
         f"{name_or_path}`), point model.name_or_path at a local copy, or use random:<name> "
         f"({', '.join(known_aliases())})",
     )
+
+
+@functools.cache
+def tiny_fingerprint() -> str:
+    """What a `tiny:<type>` model depends on: the transformers version and the source of
+    the tiny-model builder (read as text, next to this package; not imported)."""
+    import hashlib
+    from importlib import metadata
+
+    try:
+        version = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        version = "none"
+    digest = hashlib.sha256()
+    folder = Path(__file__).resolve().parents[2] / "trainer" / "models" / "tiny"
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"tf{version}-{digest.hexdigest()[:10]}"
 
 
 def arch_config(name: str) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from trainer.models.tiny_any import VERIFIED, build_tiny
-from trainer.models.tiny_any.check import (
+from trainer.models.tiny import VERIFIED, build_tiny
+from trainer.models.tiny.check import (
     conversation,
     make_batch,
     media_token_ids,

@@ -17,8 +17,8 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from trainer.models.tiny_any.overrides import override
-from trainer.models.tiny_any.tokenizer import (
+from trainer.models.tiny.overrides import override
+from trainer.models.tiny.tokenizer import (
     ALWAYS_SET,
     TinyVocab,
     derive_vocab,

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.models.tiny_any.processor import tiny_processor
-from trainer.models.tiny_any.shrink import tiny_config
-from trainer.models.tiny_any.template import chat_template, placeholders
-from trainer.models.tiny_any.tokenizer import TinyVocab, byte_level_tokenizer, derive_vocab
+from trainer.models.tiny.processor import tiny_processor
+from trainer.models.tiny.shrink import tiny_config
+from trainer.models.tiny.template import chat_template, placeholders
+from trainer.models.tiny.tokenizer import TinyVocab, byte_level_tokenizer, derive_vocab
 
 if TYPE_CHECKING:
     import torch

@@ -1,4 +1,4 @@
-"""The architectures whose tiny models pass `tests/models/test_tiny_any.py` (torch-free).
+"""The architectures whose tiny models pass `tests/models/test_tiny_models.py` (torch-free).
 
 Each builds, loads back through the Auto classes, and trains a step on an image (and on a
 video and on two images where its processor takes them) with gradients reaching the vision
@@ -53,6 +53,7 @@ VERIFIED = (
     "qwen3_vl",
     "qwen3_vl_moe",
     "shieldgemma2",
+    "smolvlm",
     "t5gemma2",
     "video_llama_3",
     "video_llava",

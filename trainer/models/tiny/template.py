@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainer.models.tiny_any.overrides import override
-from trainer.models.tiny_any.tokenizer import TURN_END, TURN_START, iter_token_keys, token_key_name
+from trainer.models.tiny.overrides import override
+from trainer.models.tiny.tokenizer import TURN_END, TURN_START, iter_token_keys, token_key_name
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, ProcessorMixin
@@ -102,7 +102,7 @@ def _has_video(processor: ProcessorMixin) -> bool:
 
 def _expanded(processor: ProcessorMixin, kind: str, token: str) -> str:
     """The text the processor turns one bare placeholder into."""
-    from trainer.models.tiny_any.media import sample_image, video_inputs
+    from trainer.models.tiny.media import sample_image, video_inputs
 
     if kind == "video" and not _has_video(processor):
         return ""

@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from trainer.models.tiny_any.classes import processor_class, subprocessor_defaults
-from trainer.models.tiny_any.overrides import override
+from trainer.models.tiny.classes import processor_class, subprocessor_defaults
+from trainer.models.tiny.overrides import override
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
@@ -200,7 +200,7 @@ def _expansions(processor: ProcessorMixin) -> tuple[dict[str, str], list[str]]:
     """What the processor writes for one image / video: the token it repeats (`image` ->
     `<|IMG_PATCH|>`), and every token-like piece of text it writes (Ovis2's `<IMG_START>`,
     `<IMG_ATOM>`, `<IMG_GRID>`, `<IMG_END>`), which become tokens of the vocabulary."""
-    from trainer.models.tiny_any.media import sample_image, video_inputs
+    from trainer.models.tiny.media import sample_image, video_inputs
 
     repeated: dict[str, str] = {}
     written: list[str] = []

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from trainer.models.tiny_any.media import sample_image, video_inputs
+from trainer.models.tiny.media import sample_image, video_inputs
 
 if TYPE_CHECKING:
     import torch

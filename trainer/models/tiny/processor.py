@@ -18,13 +18,13 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from trainer.models.tiny_any.classes import (
+from trainer.models.tiny.classes import (
     processor_class,
     subprocessor_class,
     subprocessor_defaults,
 )
-from trainer.models.tiny_any.overrides import override
-from trainer.models.tiny_any.shrink import IMAGE_SIZE
+from trainer.models.tiny.overrides import override
+from trainer.models.tiny.shrink import IMAGE_SIZE
 
 if TYPE_CHECKING:
     from transformers import (
@@ -98,8 +98,8 @@ def image_features_per_image(model: PreTrainedModel, image_processor: Any) -> in
     None where the model has no `get_image_features` taking the image processor's output."""
     import torch
 
-    from trainer.models.tiny_any.check import as_model_dtype
-    from trainer.models.tiny_any.media import sample_image
+    from trainer.models.tiny.check import as_model_dtype
+    from trainer.models.tiny.media import sample_image
 
     get_features: Any = getattr(model, "get_image_features", None) or getattr(
         model.base_model, "get_image_features", None
