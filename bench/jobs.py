@@ -227,3 +227,9 @@ def write_vila(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows))
     return path
+
+
+def fresh_run_dir(spec: Any) -> None:
+    """Remove the run directory of `spec` (a benchmark's run must start at step 0: a run
+    directory left by an earlier benchmark run would be resumed)."""
+    shutil.rmtree(Path(spec.output.dir).expanduser() / spec.name, ignore_errors=True)

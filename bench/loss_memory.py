@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BIN, REPO, bench_env
-from bench.jobs import BENCH_ROOT, job_spec, shapes_data, small_vlm, write_spec, write_vila
+from bench.jobs import (
+    BENCH_ROOT,
+    fresh_run_dir,
+    job_spec,
+    shapes_data,
+    small_vlm,
+    write_spec,
+    write_vila,
+)
 
 VOCAB = 152_064
 HIDDEN, LAYERS = 256, 2
@@ -52,6 +60,7 @@ def child(job: Path, variant: str, out: Path) -> None:
     from vlaunch_core.spec_load import load_spec
 
     spec = load_spec(job, [f"train.loss={variant}", f"name=loss-{variant}"])
+    fresh_run_dir(spec)
     start = _status("VmRSS")
     recipe = Recipe(spec, quiet=True)
     try:

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BIN, REPO, bench_env
-from bench.jobs import BENCH_ROOT, job_spec, small_vlm, write_spec, write_vila
+from bench.jobs import BENCH_ROOT, fresh_run_dir, job_spec, small_vlm, write_spec, write_vila
 
 HIDDEN, LAYERS = 256, 4
 SCALE = 8
@@ -151,6 +151,7 @@ def _vlaunch(job: Path) -> list[dict[str, float]]:
     from vlaunch_core.spec_load import load_spec
 
     spec = load_spec(job)
+    fresh_run_dir(spec)
     recipe = Recipe(spec, quiet=True)
     try:
         recipe.setup()
