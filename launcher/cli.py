@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from launcher import __version__
 
@@ -65,8 +66,26 @@ def _available(cmd: Command) -> bool:
     return importlib.util.find_spec(f"launcher.commands.{cmd.module}") is not None
 
 
+class UsageError(Exception):
+    """A command line argparse refuses (raised instead of argparse's exit, so that `--json`
+    gets its error as JSON too)."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a bad command line raises `UsageError` (argparse prints and
+    exits itself); the subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.format_usage())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vlaunch",
         description="Fine-tune vision-language models anywhere: one job spec, launched on a "
         "laptop, local GPUs, Slurm or Kubernetes.",
@@ -89,26 +108,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
+    """vlaunch's log lines on stderr; dependencies quiet unless `-v` (which the processes this
+    one starts, Ray workers included, inherit through VLAUNCH_VERBOSE)."""
+    from vlaunch_core.quiet import VERBOSE_ENV, quiet_dependencies
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = str(verbose)
+    quiet_dependencies()
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     from rich.console import Console
     from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        datefmt="[%X]",
-        # stderr: stdout carries command output (--json, dry-run scripts).
-        handlers=[
-            RichHandler(
-                console=Console(stderr=True),
-                show_path=verbose > 0,
-                rich_tracebacks=False,
-                markup=False,
-            )
-        ],
-    )
-    for noisy in ("urllib3", "kubernetes", "filelock", "ray", "fsspec", "httpx", "PIL"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # stderr: stdout carries command output (--json, dry-run scripts). On a terminal, rich;
+    # piped or redirected, plain lines that no width cuts or wraps.
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(
+            console=Console(stderr=True),
+            show_path=verbose > 0,
+            rich_tracebacks=False,
+            markup=False,
+        )
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    else:
+        handler = _StderrHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        )
+    logging.basicConfig(level=level, handlers=[handler])
+    if not verbose:
+        for noisy in ("urllib3", "kubernetes", "filelock", "ray", "fsspec", "httpx", "PIL"):
+            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Plain lines on whatever `sys.stderr` is when a record is written."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _split_overrides(cmd: Command, extra: list[str]) -> list[str]:
@@ -129,8 +167,18 @@ def _split_overrides(cmd: Command, extra: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     from vlaunch_core.errors import UserError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in argv
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except UsageError as e:
+        if wants_json:
+            _print_json_error({"error": e.message, "fix": e.usage.strip(), "exit_code": 2})
+        else:
+            sys.stderr.write(e.usage)
+            print(f"{parser.prog}: error: {e.message}", file=sys.stderr)
+        return 2
     cmd: Command | None = getattr(args, "_command", None)
     if cmd is None:
         parser.print_help()
@@ -142,12 +190,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = getattr(module, f"run_{cmd.name}", None) or module.run
         return int(runner(args) or 0)
     except UserError as e:
-        if getattr(args, "json", False):  # --json: errors are JSON too, on stdout
-            json.dump(e.to_json(), sys.stdout, indent=2)
-            sys.stdout.write("\n")
+        if getattr(args, "json", False) or wants_json:  # --json: errors are JSON too, on stdout
+            _print_json_error(e.to_json())
         else:
             _print_user_error(e)
         return e.exit_code
+    except UsageError as e:  # a subcommand's own parser, used late
+        if wants_json:
+            _print_json_error({"error": e.message, "fix": e.usage.strip(), "exit_code": 2})
+        else:
+            sys.stderr.write(e.usage)
+            print(f"vlaunch {cmd.name}: error: {e.message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -155,6 +209,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as e:  # a bug: its traceback on stderr; still one JSON object with --json
+        if not wants_json:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        _print_json_error(
+            {"error": f"internal error: {type(e).__name__}: {e}", "fix": None, "exit_code": 1}
+        )
+        return 1
+
+
+def _print_json_error(data: dict[str, object]) -> None:
+    from vlaunch_core.secrets import redact
+
+    json.dump(redact(data), sys.stdout, indent=2)
+    sys.stdout.write("\n")
 
 
 def _print_user_error(e: Exception) -> None:

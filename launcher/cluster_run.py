@@ -34,6 +34,9 @@ def run_on_cluster(
             hint="pass the plan.json written with this job spec (the launch writes both)",
         )
     plan.require_fit()
+    from vlaunch_core.writable import check_run_dir_writable
+
+    check_run_dir_writable(spec)
     from trainer.ray_cluster import joined_cluster
     from trainer.ray_host import run_driver
 

@@ -7,21 +7,29 @@ Two vocabularies are understood, often mixed in one file:
   `lora_llm`, `lora_vt`, `model_max_length`, `image_aspect_ratio`, ...), as JSON/YAML, as
   `KEY=value` shell assignments, or as `--key value` arguments of `sft.sh`/`train.py`.
 
-Every input key is either mapped, ignored with a stated reason, or reported as not mapped.
+Every input key is either mapped, ignored with a stated reason, or reported as not mapped;
+where the spec does something other than the input would have done in its own tool, it says
+so (`Conversion.changed`). Shell variables are expanded from the file and `--set NAME=value`
+(`launcher/convert_shell.py`); a value that still names one is never copied into the spec:
+the conversion is refused, naming each variable. Values of the wrong type are reported all at
+once, never as a traceback.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vlaunch_core.errors import UserError
+from launcher.convert_shell import ShellSettings, Unresolved, expand, parse_shell
+from vlaunch_core.errors import Problem, ProblemReport, UserError
+
+#: Larger than any settings file: refuse instead of reading a data file or an archive.
+MAX_BYTES = 2 * 1024 * 1024
 
 #: Keys that need no counterpart in vlaunch, with the reason shown to the user.
 IGNORED: dict[str, str] = {
@@ -29,8 +37,13 @@ IGNORED: dict[str, str] = {
     "dataset_kwargs": "vlaunch prepares multimodal samples itself",
     "torch_dtype": "weights load in the compute precision (train.precision)",
     "gradient_checkpointing_kwargs": "vlaunch always uses non-reentrant checkpointing",
-    "accelerate_launch_args": "FSDP wraps the family's decoder layers automatically",
-    "fsdp_transformer_layer_cls_to_wrap": "FSDP wraps the family's decoder layers automatically",
+    "accelerate_launch_args": "its FSDP settings are read (train.strategy); the rest is "
+    "accelerate's launcher",
+    "master_addr": "Ray finds the head node (Slurm, Kubernetes or this machine)",
+    "master_port": "Ray finds the head node (Slurm, Kubernetes or this machine)",
+    "node_rank": "Ray places the workers",
+    "rdzv_backend": "Ray places the workers",
+    "rdzv_endpoint": "Ray places the workers",
     "report_to": "set tracking.tensorboard / tracking.wandb / tracking.mlflow",
     "logging_steps": "mapped to train.log_every",
     "dataloader_num_workers": "mapped to data.num_workers",
@@ -65,6 +78,11 @@ class Conversion:
     ignored: dict[str, str] = field(default_factory=dict)
     unmapped: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    """Where the spec does something other than the input would have done in its own tool."""
+    variables: dict[str, str] = field(default_factory=dict)
+    """Shell variables used, with the value each got."""
+    problems: list[Problem] = field(default_factory=list)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.inputs[key][1] if key in self.inputs else default
@@ -94,69 +112,72 @@ def _number(value: Any) -> Any:
 
 
 def normalise_key(key: str) -> str:
-    k = key.strip().lstrip("-").replace("-", "_")
+    k = key.strip().lstrip("-").replace("-", "_").removeprefix("accelerate_launch_args.")
     if k.startswith("DEFAULT_"):
         k = k[len("DEFAULT_") :]
     return k.lower()
 
 
-def read_settings(path: str | Path) -> dict[str, Any]:
+def read_settings(path: str | Path, given: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A flat key -> value dict from JSON, YAML, or shell text (`K=v` and `--k v`)."""
+    return read_source(path, given or {}).settings
+
+
+def read_source(path: str | Path, given: Mapping[str, str]) -> ShellSettings:
+    """The settings of a file, with `given` (`--set NAME=value`): for shell text the values
+    of its variables, for a JSON/YAML mapping settings that replace the file's."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file", hint="pass a JSON, YAML or shell file")
-    text = p.read_text(encoding="utf-8")
-    data: Any = None
+    data = p.read_bytes()
+    binary = b"\x00" in data[:65536]
+    if binary or len(data) > MAX_BYTES:
+        raise UserError(
+            f"{p}: not a settings file ({'binary' if binary else 'larger than 2 MiB'})",
+            hint="give the JSON/YAML settings or the sft.sh-style script itself",
+        )
     try:
-        data = json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{p}: not UTF-8 text (byte {e.start})",
+            hint="give the JSON/YAML settings or the sft.sh-style script itself",
+        ) from None
+    parsed: Any = None
+    try:
+        parsed = json.loads(text)
     except json.JSONDecodeError:
         try:
-            data = yaml.safe_load(text)
+            parsed = yaml.safe_load(text)
         except yaml.YAMLError:
-            data = None
-    if isinstance(data, dict):
-        return _flatten(data)
-    return _parse_shell(text, p)
+            parsed = None
+    else:
+        if not isinstance(parsed, dict):
+            raise UserError(
+                f"{p}: the JSON is a {type(parsed).__name__}, not a mapping of settings",
+                hint='give {"learning_rate": 1e-4, ...}',
+            )
+    if isinstance(parsed, dict):
+        settings = _flatten(parsed)
+        for key, value in settings.items():
+            if isinstance(value, str) and "$" in value:
+                settings[key] = expand(value, given)
+        settings.update(given)
+        return ShellSettings(settings)
+    return parse_shell(text, p, given)
 
 
-def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+def _flatten(data: dict[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in data.items():
+    for raw_key, value in data.items():
+        key = str(raw_key)
         if key == "accelerate_launch_args" and isinstance(value, dict):
             out[key] = value
-            out.update({k: v for k, v in value.items() if k.startswith("fsdp")})
+            for sub, inner in value.items():
+                if str(sub).startswith("fsdp"):
+                    out[f"{key}.{sub}"] = inner
         else:
             out[key] = value
-    return out
-
-
-def _parse_shell(text: str, path: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    try:
-        tokens = shlex.split(text.replace("\\\n", " "), comments=True)
-    except ValueError as e:
-        raise UserError(f"{path}: cannot parse as JSON, YAML or shell: {e}") from None
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok.startswith("--"):
-            name, eq, value = tok[2:].partition("=")
-            if not eq:
-                if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-                    value = tokens[i + 1]
-                    i += 1
-                else:
-                    value = "True"
-            out[name] = value
-        elif "=" in tok and tok.split("=", 1)[0].replace("_", "").isalnum():
-            name, _, value = tok.partition("=")
-            out[name.removeprefix("export ")] = value
-        i += 1
-    if not out:
-        raise UserError(
-            f"{path}: found no settings",
-            hint="give a JSON/YAML mapping, KEY=value lines, or --key value arguments",
-        )
     return out
 
 
@@ -269,10 +290,11 @@ def convert(
     spec: dict[str, Any] = {}
     conv = Conversion(spec=spec, inputs=norm)
     get, mark = conv.get, conv.mark
+    _refuse_unresolved(norm, nodes=nodes, gpus_per_node=gpus_per_node)
     if nodes is None:
-        nodes = int(_number(norm.get("nnodes", ("", 1))[1]))
+        nodes = _integer(conv, "nnodes", 1, minimum=1) or 1
     if gpus_per_node is None:
-        gpus_per_node = int(_number(norm.get("nproc_per_node", ("", 1))[1]))
+        gpus_per_node = _integer(conv, "nproc_per_node", 1, minimum=1) or 1
     for key, target in (
         ("nnodes", "resources.nodes"),
         ("nproc_per_node", "resources.gpus_per_node"),
@@ -281,37 +303,57 @@ def convert(
             conv.mapped[norm[key][0]] = target
 
     for key, (original, value) in norm.items():
-        if key in IGNORED and key not in MAPPING:
+        if isinstance(value, Unresolved) and (key in MAPPING or key in _SPECIAL):
+            continue  # not needed here (`_refuse_unresolved` stopped those that are)
+        if isinstance(value, Unresolved) and key not in IGNORED:
+            conv.unmapped[original] = value.text  # not a key vlaunch maps: shown, never used
+        elif key in IGNORED and key not in MAPPING:
             conv.ignored[original] = IGNORED[key]
         elif key in MAPPING:
-            MAPPING[key](spec, value)
+            try:
+                MAPPING[key](spec, value)
+            except (TypeError, ValueError, IndexError):
+                conv.problems.append(_type_problem(original, value, MAPPING[key].__doc__))
+                continue
             conv.mapped[original] = MAPPING[key].__doc__ or "(spec)"
-        elif key not in _SPECIAL:
+        elif key not in _SPECIAL and not key.startswith("fsdp"):
             conv.unmapped[original] = value
+
+    scheduler = get("lr_scheduler_type")
+    if isinstance(scheduler, str) and _SCHEDULERS.get(scheduler, scheduler) != scheduler:
+        conv.changed.append(
+            f"lr_scheduler_type={scheduler} becomes train.scheduler="
+            f"{_SCHEDULERS[scheduler]} (vlaunch has no {scheduler})"
+        )
 
     # Batch: the global batch is the product; micro and accumulation stay explicit.
     world = nodes * gpus_per_node
     train = spec.setdefault("train", {})
     resources = spec.setdefault("resources", {})
     resources.update({"nodes": nodes, "gpus_per_node": gpus_per_node})
-    accum = get("gradient_accumulation_steps", get("gradient_accumulation"))
-    per_device = get("per_device_train_batch_size")
-    global_bs = get("global_train_batch_size")
+    accum_key = (
+        "gradient_accumulation_steps"
+        if "gradient_accumulation_steps" in norm
+        else ("gradient_accumulation")
+    )
+    accum = _integer(conv, accum_key, None, minimum=1)
+    per_device = _integer(conv, "per_device_train_batch_size", None, minimum=1)
+    global_bs = _integer(conv, "global_train_batch_size", None, minimum=1)
     if global_bs is not None:
-        train["global_batch_size"] = int(_number(global_bs))
+        train["global_batch_size"] = global_bs
         mark("global_train_batch_size", "train.global_batch_size")
         if accum is not None:
-            train["grad_accum_steps"] = int(_number(accum))
-            mark("gradient_accumulation_steps", "train.grad_accum_steps")
-        if per_device is not None:
-            conv.notes.append(
-                "per_device_train_batch_size ignored: the planner derives it from the global "
-                "batch (GLOBAL_TRAIN_BATCH_SIZE) exactly"
+            train["grad_accum_steps"] = accum
+            mark(accum_key, "train.grad_accum_steps")
+        if "per_device_train_batch_size" in norm:
+            conv.changed.append(
+                "per_device_train_batch_size is not used: the planner derives the micro batch "
+                "from the global batch (GLOBAL_TRAIN_BATCH_SIZE) exactly"
             )
             conv.ignored[norm["per_device_train_batch_size"][0]] = "derived by the planner"
     elif per_device is not None:
-        micro = int(_number(per_device))
-        steps = int(_number(accum)) if accum is not None else 1
+        micro = per_device
+        steps = accum if accum is not None else 1
         train.update(
             {
                 "global_batch_size": micro * steps * world,
@@ -320,7 +362,7 @@ def convert(
             }
         )
         mark("per_device_train_batch_size", "train.micro_batch_size")
-        mark("gradient_accumulation_steps", "train.grad_accum_steps")
+        mark(accum_key, "train.grad_accum_steps")
         conv.notes.append(
             f"global batch {micro * steps * world} = per-device {micro} x accumulation {steps} "
             f"x {world} device(s) (pass --nodes/--gpus-per-node for another world size)"
@@ -341,6 +383,7 @@ def convert(
     if fsdp and "full_shard" in str(fsdp):
         train["strategy"] = "fsdp"
         mark("fsdp", "train.strategy")
+    _convert_accelerate_fsdp(conv)
     deepspeed = str(get("deepspeed") or "")
     for stage, strategy in (("zero3_offload", "offload"), ("zero3", "zero3"), ("zero2", "zero2")):
         if stage in deepspeed:
@@ -359,7 +402,7 @@ def convert(
         )
         mark("image_aspect_ratio", "data.image.aspect_ratio")
         if str(aspect) not in ("pad", "resize"):
-            conv.notes.append(
+            conv.changed.append(
                 f"image_aspect_ratio={aspect} (VILA's tiling) has no vlaunch "
                 "equivalent: images are resized by the model's processor"
             )
@@ -368,16 +411,160 @@ def convert(
     out_dir = get("output_dir")
     if out_dir is not None:
         out = Path(str(out_dir))
+        if out.name == "model" and str(out.parent) not in ("", "."):
+            out = out.parent  # VILA's `--output_dir $OUTPUT_DIR/model`: the run is OUTPUT_DIR
         run_name = run_name or out.name
         # <output.dir>/<name> is the run directory: keep the user's folder as it was.
-        spec.setdefault("output", {})["dir"] = str(out.parent if out.name == run_name else out)
+        root = out.parent if out.name == run_name else out
+        spec.setdefault("output", {})["dir"] = str(root)
         mark("output_dir", "output.dir")
+        run_dir = root / str(run_name or "converted")
+        if run_dir != Path(str(out_dir)):
+            conv.changed.append(
+                f"output_dir={out_dir}: the run directory is <output.dir>/<name> = {run_dir} "
+                "(checkpoints, adapter and logs in it)"
+            )
     spec["name"] = str(run_name or "converted")
+    if conv.problems:
+        raise ProblemReport(
+            title="cannot convert these settings", problems=conv.problems, source=None
+        )
     order = ["name", "model", "data", "tuning", "train", "resources", "output"]
     ordered = {k: spec[k] for k in order if spec.get(k)}
     ordered.update({k: v for k, v in spec.items() if k not in ordered and v})
     conv.spec = ordered
     return conv
+
+
+#: Where each key that needs a value goes, for the "no value" error.
+_TARGETS = {
+    "nnodes": "resources.nodes",
+    "nproc_per_node": "resources.gpus_per_node",
+    "global_train_batch_size": "train.global_batch_size",
+    "per_device_train_batch_size": "train.micro_batch_size",
+    "gradient_accumulation_steps": "train.grad_accum_steps",
+    "gradient_accumulation": "train.grad_accum_steps",
+    "output_dir": "output.dir",
+    "training_data_path": "data.datasets.train.data_path",
+}
+
+
+def _refuse_unresolved(
+    norm: dict[str, tuple[str, Any]], *, nodes: int | None, gpus_per_node: int | None
+) -> None:
+    """One error naming every shell variable a mapped setting needs and nothing set."""
+    needed = set(MAPPING) | _SPECIAL
+    skip = set()
+    if nodes is not None:
+        skip.add("nnodes")
+    if gpus_per_node is not None:
+        skip.add("nproc_per_node")
+    global_bs = norm.get("global_train_batch_size", ("", None))[1]
+    if global_bs is not None and not isinstance(global_bs, Unresolved):
+        skip.add("per_device_train_batch_size")  # derived by the planner anyway
+    rows: dict[str, list[str]] = {}
+    for key, (original, value) in norm.items():
+        if not isinstance(value, Unresolved) or key not in needed or key in skip:
+            continue
+        setter = MAPPING.get(key)
+        target = _TARGETS.get(key) or (setter.__doc__ if setter else None) or "the spec"
+        for variable in value.variables:
+            rows.setdefault(variable, []).append(f"{original} ({target})")
+    if not rows:
+        return
+    width = max(len(v) for v in rows) + 3
+    lines = [
+        f"  {('$' + v if v.isidentifier() or v.isdigit() else v):<{width}} {', '.join(keys)}"
+        for v, keys in rows.items()
+    ]
+    names = [v for v in rows if v.isidentifier() or v.isdigit()]
+    example = " ".join(f"--set {v}=..." for v in names[:4]) or "--set NAME=value"
+    torchrun = {"nnodes", "nproc_per_node"} & {
+        k for k, (_, v) in norm.items() if isinstance(v, Unresolved)
+    }
+    raise UserError(
+        f"{len(rows)} shell value(s) the settings need are not set in this file, and vlaunch "
+        "never copies `$...` into a spec:\n" + "\n".join(lines),
+        hint=f"give each a value: vlaunch convert FILE {example}"
+        + (" (or --nodes / --gpus-per-node for torchrun's sizes)" if torchrun else "")
+        + ("; replace a command substitution by its value" if len(names) < len(rows) else ""),
+    )
+
+
+def _integer(conv: Conversion, key: str, default: int | None, *, minimum: int) -> int | None:
+    """The setting `key` as an integer >= minimum (a problem is recorded otherwise)."""
+    if key not in conv.inputs:
+        return default
+    original, value = conv.inputs[key]
+    if isinstance(value, Unresolved):
+        return default  # not needed (`_refuse_unresolved` stopped those that are)
+    number = _number(value) if isinstance(value, str | int | float) else value
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or number < minimum:
+        conv.problems.append(
+            Problem(original, f"{value!r} is not a whole number >= {minimum}", "fix the value")
+        )
+        return default
+    return number
+
+
+def _type_problem(original: str, value: Any, target: str | None) -> Problem:
+    return Problem(
+        original,
+        f"{value!r} cannot become {target or 'a spec value'}",
+        "fix the value (a number, true/false or text, as the key expects)",
+    )
+
+
+def _convert_accelerate_fsdp(conv: Conversion) -> None:
+    """fms-hf-tuning style: FSDP settings of `accelerate launch` (`accelerate_launch_args`,
+    with `fsdp_transformer_layer_cls_to_wrap`, `fsdp_sharding_strategy`, ...) mean FSDP."""
+    keys = [k for k in conv.inputs if k.startswith("fsdp_")]
+    if not keys:
+        return
+    train = conv.spec.setdefault("train", {})
+    strategy = train.get("strategy")
+    wrap_key = "fsdp_transformer_layer_cls_to_wrap"
+    if strategy not in (None, "fsdp"):
+        conv.changed.append(
+            f"the FSDP settings ({', '.join(conv.inputs[k][0] for k in keys)}) are not used: "
+            f"train.strategy is {strategy} (from the deepspeed setting)"
+        )
+        return
+    train["strategy"] = "fsdp"
+    for key in keys:
+        conv.mapped[conv.inputs[key][0]] = "train.strategy=fsdp"
+    if wrap_key in conv.inputs:
+        wanted = str(conv.inputs[wrap_key][1])
+        known = _layer_classes(conv.spec.get("model", {}).get("name_or_path"))
+        listed = [c.strip() for c in wanted.split(",") if c.strip()]
+        if known is None:
+            detail = (
+                "vlaunch wraps the model's own decoder and encoder layers (`vlaunch models NAME`)"
+            )
+        elif all(c in known for c in listed):
+            detail = f"vlaunch wraps the model's layer classes, {', '.join(known)}"
+        else:
+            detail = (
+                f"vlaunch wraps the model's own layer classes ({', '.join(known)}), not "
+                f"{', '.join(c for c in listed if c not in known)}"
+            )
+        conv.changed.append(f"{conv.inputs[wrap_key][0]}={wanted}: FSDP ({detail})")
+
+
+def _layer_classes(model: str | None) -> tuple[str, ...] | None:
+    """The model's layer classes from vlaunch's catalog, when known here (never the network)."""
+    if not model:
+        return None
+    try:
+        from vlaunch_core.models.catalog import describe
+        from vlaunch_core.spec import ModelSpec
+
+        found = describe(ModelSpec(name_or_path=model))
+    except Exception:  # an unknown or unreadable model: say nothing about its classes
+        return None
+    return tuple(found.layer_classes) if found is not None else None
 
 
 def _convert_tuning(conv: Conversion) -> None:
@@ -395,6 +582,24 @@ def _convert_tuning(conv: Conversion) -> None:
             llm = "qlora" if qlora else "lora"
         if _truthy(get("lora_vt", False)):
             vt = "lora"
+    else:
+        for key, part, mode in (
+            ("lora_llm", "language model", llm),
+            ("lora_vt", "vision tower", vt),
+        ):
+            if key in norm and _truthy(get(key)):
+                how = {"full": "trained fully", "frozen": "frozen"}[mode]
+                conv.changed.append(
+                    f"{norm[key][0]}={norm[key][1]} without lora_enable=True: VILA applies "
+                    f"LoRA only with lora_enable, so the {part} is {how} here, not LoRA "
+                    "(--set lora_enable=True for LoRA)"
+                )
+    tuned = bool(norm.keys() & {"lora_enable", "peft_method", "tune_vision_tower", "lora_llm"})
+    if tuned and "tune_language_model" not in norm and not lora:
+        conv.changed.append(
+            "tune_language_model is not given: the language model is trained fully here "
+            "(VILA's own default is False, frozen: --set tune_language_model=False)"
+        )
     for key in (
         "lora_enable",
         "peft_method",

@@ -89,6 +89,12 @@ class LocalBackend(Backend[LocalRequest]):
     def __init__(self, *, show_plan: bool = True) -> None:
         self.show_plan = show_plan
 
+    def check(self, spec: JobSpec) -> None:
+        """The run directory must be writable here; nothing is written or started before."""
+        from vlaunch_core.writable import check_run_dir_writable
+
+        check_run_dir_writable(spec)
+
     def submit_dryrun(self, spec: JobSpec, plan: Plan) -> LocalRequest:
         world = plan.world
         if world.nodes > 1:
@@ -119,6 +125,11 @@ class LocalBackend(Backend[LocalRequest]):
         from trainer.ray_host import run_driver
 
         spec, plan = request.spec, request.plan
+        from trainer.resume_check import check_resume
+        from trainer.rundir import RunDir
+
+        # a spec the run cannot continue is refused before Ray starts (and nothing is written)
+        check_resume(spec, plan, RunDir.for_spec(spec.output.dir, spec.name))
         if self.show_plan:
             from launcher.plan_table import print_plan
 
@@ -148,10 +159,15 @@ class LocalBackend(Backend[LocalRequest]):
         detail = {k: v for k, v in status.items() if k != "state"}
         if run_dir.stop_file.exists():
             detail["stop_requested"] = run_dir.stop_file.read_text().strip()
+        state = RUN_STATES.get(word, JobState.UNKNOWN)
+        gone = owner_gone(status)
+        if state is JobState.RUNNING and gone is not None:
+            state, word = JobState.FAILED, "running (owner gone)"
+            detail["lost"] = gone
         return JobStatus(
             backend=self.name,
             job_id=f"{self.name}:{run_dir.path}",
-            state=RUN_STATES.get(word, JobState.UNKNOWN),
+            state=state,
             backend_state=word,
             detail=detail,
         )
@@ -176,6 +192,30 @@ class LocalBackend(Backend[LocalRequest]):
 
     def _path(self, handle: str) -> Path:
         return Path(handle.removeprefix(f"{self.name}:")).expanduser().absolute()
+
+
+def owner_gone(status: dict[str, Any]) -> str | None:
+    """Why a run that says `running` is not: the process that owns it (the Ray driver, or
+    rank 0 without Ray) ran on this host and no longer exists (SIGKILL, OOM, a lost
+    terminal). None when it is alive or runs elsewhere (another host cannot be checked)."""
+    import socket
+
+    owner = status.get("owner")
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return None
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return (
+            f"its driver (pid {pid}) ended without recording an end (killed?); run the same "
+            "command again to resume from its last complete checkpoint"
+        )
+    except PermissionError:  # alive, another user's
+        return None
+    return None
 
 
 def print_outputs(spec: JobSpec, code: int) -> None:

@@ -18,13 +18,10 @@ def _gib(n: int) -> str:
 
 def print_plan(spec: JobSpec, plan: Plan) -> None:
     """Print the batch plan, the memory prediction by part and the verdict."""
-    from rich.console import Console
-    from rich.table import Table
+    from launcher.output import Column, print_table
 
     b, w = plan.batch, plan.world
-    table = Table(title=f"plan for '{spec.name}'", show_header=False, title_justify="left")
-    table.add_column("what", style="bold")
-    table.add_column("value")
+    table = _Rows()
     table.add_row(
         "hardware",
         f"{w.nodes} node(s) x {w.gpus_per_node} x {w.profile.name} = world {b.world_size}",
@@ -68,7 +65,21 @@ def print_plan(spec: JobSpec, plan: Plan) -> None:
         _host_rows(table, plan.host_memory)
     for note in [*b.notes, *plan.notes]:
         table.add_row("note", note)
-    Console().print(table)
+    print_table(
+        f"plan for '{spec.name}'", [Column("what"), Column("value")], table.rows, show_header=False
+    )
+
+
+class _Rows:
+    """Rows of the plan table; rich markup in a value ([green]fits[/]) becomes styled text."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, Any]] = []
+
+    def add_row(self, what: str, value: str) -> None:
+        from rich.text import Text
+
+        self.rows.append((what, Text.from_markup(value) if "[/]" in value else value))
 
 
 def _host_rows(table: Any, h: HostMemoryEstimate) -> None:

@@ -26,11 +26,10 @@ from trainer.checkpoint import NON_LORA_FILE, spec_yaml
 from trainer.export import (
     adapter_readme,
     base_reference,
-    check_output,
     load_base_processor,
-    replace_dir,
     write_processor,
 )
+from trainer.outputs import check_export_target, mark_export, replace_export, staging_dir
 from trainer.trained import ADAPTER_CONFIG, ADAPTER_WEIGHTS, SPEC_FILE, Trained, read_adapter_config
 from vlaunch_core.errors import UserError
 from vlaunch_core.models.description import canonical_name
@@ -127,8 +126,7 @@ def export_adapter(
 
     if trained.adapter is None:
         raise _no_adapter(trained)
-    out = out.expanduser().absolute()
-    check_output(out, force=force)
+    out = check_export_target(out, force=force, sources=trained.sources())
     config = read_adapter_config(trained.adapter)
     if trained.spec is not None:
         config["base_model_name_or_path"] = base_reference(trained.spec)
@@ -150,9 +148,7 @@ def export_adapter(
     config["inference_mode"] = True
     base = trained.base_model_spec()
     processor = load_base_processor(base)  # before anything is written
-    staging = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_dir(out)
     try:
         (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_file(
@@ -169,7 +165,8 @@ def export_adapter(
             if llm_only:
                 readme += _llm_only_note(trained.spec, out, config, dropped)
             (staging / "README.md").write_text(readme)
-        replace_dir(staging, out)
+        mark_export(staging, "llm-only-adapter" if llm_only else "adapter", trained.path)
+        replace_export(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return AdapterExport(out, len(tensors), dropped)

@@ -28,8 +28,10 @@ def micro_batches(
         for name, (shard, index) in data.resume_positions(start_step).items():
             logger.info("resuming %s at %s sample %d (step %d)", name, shard, index, start_step)
     while True:
-        for batch in data.loader(
-            num_workers=num_workers, prefetch_factor=prefetch_factor, pin_memory=pin_memory
+        for batch in _unwrapped(
+            data.loader(
+                num_workers=num_workers, prefetch_factor=prefetch_factor, pin_memory=pin_memory
+            )
         ):
             if batch.num_samples == 0:
                 raise UserError(
@@ -38,3 +40,31 @@ def micro_batches(
                 )
             yield batch.inputs
         data.sampler.set_epoch(data.sampler.epoch + 1)
+
+
+def _unwrapped(loader: Any) -> Iterator[Any]:
+    """The loader's batches; a user error raised in a loader worker process comes back as the
+    user error itself (torch re-raises it with the worker's whole traceback as its message)."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except UserError as e:
+            raise worker_user_error(e) from None
+        yield batch
+
+
+_WORKER_PREFIX = "Caught UserError in DataLoader worker"
+
+
+def worker_user_error(e: UserError) -> UserError:
+    """The original user error of one torch re-raised from a DataLoader worker."""
+    text = str(e)
+    if not text.startswith(_WORKER_PREFIX):
+        return e
+    marker = "UserError: "
+    original = text[text.rfind(marker) + len(marker) :].strip() if marker in text else text
+    message, _, hint = original.partition("\n  fix: ")
+    return UserError(message.strip(), hint=hint.strip() or None)

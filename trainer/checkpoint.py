@@ -9,11 +9,14 @@
       scheduler.pt                      LR scheduler state
       rng/rank_00000.pt                 python, numpy, torch (and CUDA) RNG states per rank
       plan.json, spec.yaml              the plan and the resolved spec that wrote it
-      trainer_state.json                step, samples consumed, batch numbers; written last
+      trainer_state.json                step, samples consumed, batch numbers
+      vlaunch_checkpoint.json           the commit manifest: every file's size and SHA-256,
+                                        written last (trainer/commit.py)
 
 Only trainable weights are saved: a LoRA checkpoint of a 7B model is megabytes, not 14 GB.
 Sharded strategies gather them in full first. Everything read back goes through
-`torch.load(weights_only=True)` or safetensors.
+`torch.load(weights_only=True)` (trainer/safe_load.py, DeepSpeed's own files included) or
+safetensors.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from trainer.rundir import TRAINER_STATE, write_json_atomic
+from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -67,9 +71,16 @@ class TrainerState:
 
     @classmethod
     def read(cls, folder: Path) -> TrainerState:
-        data = json.loads((folder / TRAINER_STATE).read_text())
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        path = folder / TRAINER_STATE
+        try:
+            data = json.loads(path.read_text())
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError) as e:
+            raise UserError(
+                f"{path}: not a trainer state ({type(e).__name__}: {e})",
+                hint="the checkpoint is damaged: delete it (the run resumes from the one before)",
+            ) from None
 
 
 # --------------------------------------------------------------------------- RNG
@@ -220,24 +231,22 @@ def write_checkpoint(
     torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
     write_json_atomic(folder / "plan.json", plan.to_json())
     (folder / "spec.yaml").write_text(spec_yaml(spec))
-    write_json_atomic(folder / TRAINER_STATE, asdict(state))  # last: marks it complete
+    write_json_atomic(folder / TRAINER_STATE, asdict(state))  # the host commits it after
 
 
 def restore_training_state(folder: Path, *, strategy: Strategy, scheduler: Any) -> None:
     """Optimizer, scheduler and this rank's RNG from a checkpoint (weights come earlier)."""
-    import torch
+    from trainer.safe_load import torch_load
 
     strategy.load_optimizer(folder)
-    scheduler.load_state_dict(
-        torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True)
-    )
+    scheduler.load_state_dict(torch_load(folder / SCHEDULER_FILE))
     rng_file = folder / RNG_DIR / f"rank_{strategy.env.rank:05d}.pt"
     if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+        set_rng_state(torch_load(rng_file))
     else:
         logger.info("no RNG state for rank %d in %s (the world grew)", strategy.env.rank, folder)
 
 
 def spec_yaml(spec: JobSpec) -> str:
-    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return yaml.safe_dump(data, sort_keys=False)
+    """The spec as the run's files hold it (no nulls; secret-looking values redacted)."""
+    return yaml.safe_dump(spec.document(exclude_none=True), sort_keys=False)

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vlaunch_core.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -99,6 +101,33 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     if is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return [float(x) for x in t.tolist()]
+
+
+class PeerFailed(UserError):
+    """Raised on the ranks that did not meet the user error another rank met at the same
+    collective point (`agree`); that rank's own error says what happened."""
+
+
+def agree(error: UserError | None) -> None:
+    """A collective point where a user error met by any rank stops every rank at once: the
+    rank that met it raises it, the others `PeerFailed`; all of them carry `agreed = True`
+    (every rank stops here: nothing is left waiting in a collective). One object gather."""
+    import torch.distributed as dist
+
+    messages: list[Any] = [error.render() if error is not None else None]
+    if is_initialized():
+        messages = [None] * dist.get_world_size()
+        dist.all_gather_object(messages, error.render() if error is not None else None)
+    failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
+    if not failed:
+        return
+    if error is not None:
+        error.agreed = True  # type: ignore[attr-defined]
+        raise error
+    rank, message = failed[0]
+    peer = PeerFailed(f"rank {rank} stopped the run: {message.splitlines()[0]}")
+    peer.agreed = True  # type: ignore[attr-defined]
+    raise peer
 
 
 def broadcast_object(obj: T, src: int = 0) -> T:

@@ -106,7 +106,9 @@ def run_shape(trained: Trained) -> tuple[int, int]:
     root = _run_root(trained)
     try:
         plan = json.loads((root / "plan.json").read_text()) if root is not None else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        plan = {}
+    if not isinstance(plan, dict):
         plan = {}
     world = int(plan.get("world_size") or 1)
     per_device = int(plan.get("micro_batch_size") or 8) * int(plan.get("grad_accum_steps") or 1)
@@ -133,6 +135,7 @@ def evaluate(
     """Load the weights and evaluate them (loss, and exact match of greedy answers)."""
     from trainer.evaluate import Evaluator, LocalTarget
     from trainer.loss_head import build_loss
+    from trainer.progress import Steps
     from trainer.trained import load_trained
 
     spec, name = eval_spec(trained, data)
@@ -152,7 +155,8 @@ def evaluate(
         world_size=world,
         loss=build_loss(spec.train.loss, loaded.model, target.env.device),
     )
-    result = evaluator.run()
+    with Steps(f"evaluating {name}", evaluator.total_batches, unit="batches") as steps:
+        result = evaluator.run(progress=steps.update)
     step = trained.step if trained.step is not None else _final_step(trained)
     return Evaluation(name, trained.label, step, result, batch, world, time.perf_counter() - t0)
 
@@ -163,7 +167,9 @@ def _final_step(trained: Trained) -> int | None:
         return None
     try:
         status = json.loads((root / "status.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(status, dict):
         return None
     step = status.get("step") if status.get("state") == "finished" else None
     return int(step) if isinstance(step, int) else None
@@ -176,7 +182,7 @@ def record(path: Path, evaluation: Evaluation) -> None:
         try:
             loaded = json.loads(path.read_text())
             data = loaded if isinstance(loaded, dict) else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             logger.warning("%s is not valid JSON: rewriting it", path)
     evaluations = data.get("evaluations")
     if not isinstance(evaluations, dict):

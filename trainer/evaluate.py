@@ -19,7 +19,7 @@ import logging
 import math
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -195,9 +195,16 @@ class Evaluator:
         world = world_size or self.env.world_size
         ranks = shards if shards is not None else (self.env.rank,)
         self.shards = [list(range(r, n, world)) for r in ranks]
+        self._tick: Callable[[], None] = lambda: None
         self.rounds = math.ceil(math.ceil(n / world) / self.batch_size)
 
-    def run(self) -> EvalResult:
+    @property
+    def total_batches(self) -> int:
+        """Forward passes and generations `run` makes (for progress)."""
+        return 2 * len(self.shards) * max(self.rounds, 1)
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> EvalResult:
+        """Loss and exact match over every shard; `progress(done, total)` after each batch."""
         import torch
 
         model = self.strategy.base_model
@@ -205,6 +212,14 @@ class Evaluator:
         model.eval()
         loss_sum, tokens, correct, total = 0.0, 0, 0, 0
         examples: list[dict[str, str]] = []
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], self.total_batches)
+
+        self._tick = tick
         try:
             with torch.no_grad():
                 for shard in self.shards:
@@ -246,6 +261,7 @@ class Evaluator:
             if indices:  # padding rounds only keep the collectives in step
                 loss_sum += float(ce)
                 tokens += target_tokens(batch["labels"])
+            self._tick()
         return loss_sum, tokens
 
     def _exact_match(self, model: Any, shard: list[int]) -> tuple[int, int, list[dict[str, str]]]:
@@ -268,6 +284,7 @@ class Evaluator:
                     eos_token_id=None,
                     pad_token_id=self.pad_id,
                 )
+            self._tick()
             if not indices:
                 continue
             new = out[:, inputs["input_ids"].shape[1] :].tolist()
@@ -288,7 +305,9 @@ class Evaluator:
         if path.is_file():
             try:
                 data = json.loads(path.read_text())
-            except ValueError:
+            except (ValueError, RecursionError):
+                data = {}
+            if not isinstance(data, dict):
                 data = {}
         when = "before" if before else "after"
         data.update(

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.checkpoint import ADAPTER_DIR, NON_LORA_FILE, is_peft, save_weights, spec_yaml
+from trainer.outputs import check_export_target, mark_export, replace_export, staging_dir
 from trainer.trained import SPEC_FILE, Trained
 from vlaunch_core.errors import UserError
 
@@ -104,14 +106,14 @@ def merge_into_base(spec: JobSpec, weights: Path, out: Path, *, final: Path | No
 
 
 def export_merged(trained: Trained, out: Path, *, dtype: str = "auto", force: bool = False) -> Path:
-    """`vlaunch export --merge OUT`: a standalone transformers model folder at `out`."""
-    out = out.expanduser().absolute()
-    check_output(out, force=force)
-    staging = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    """`vlaunch export --merge OUT`: a standalone transformers model folder at `out`
+    (trainer/outputs.py decides whether `out` may be written or replaced)."""
+    out = check_export_target(out, force=force, sources=trained.sources())
+    staging = staging_dir(out)
     try:
         write_merged(trained, staging, dtype=dtype, final=out)
-        replace_dir(staging, out)
+        mark_export(staging, "merged", trained.path)
+        replace_export(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
@@ -123,6 +125,7 @@ def write_merged(
     """Base + trained weights, LoRA merged, saved with processor and generation config."""
     import torch
 
+    from trainer.progress import stage
     from trainer.trained import load_trained
 
     loaded = load_trained(trained, dtype="float32", merge=True)  # merge in fp32
@@ -134,22 +137,12 @@ def write_merged(
     target = _export_dtype(trained.base_model_spec(), dtype)
     model.to(getattr(torch, target))
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    write_processor(trained.base_model_spec(), out, loaded.processor)
+    with stage(f"writing the merged model ({target}) to {final or out}"):
+        model.save_pretrained(str(out))
+        write_processor(trained.base_model_spec(), out, loaded.processor)
     if trained.spec is not None:
         (out / SPEC_FILE).write_text(spec_yaml(trained.spec))
         (out / "README.md").write_text(model_readme(trained.spec, final or out))
-
-
-def check_output(out: Path, *, force: bool) -> None:
-    """Refuse to write into a non-empty folder (or over a file) unless `force`."""
-    if out.is_file():
-        raise UserError(f"{out} is a file", hint="give a folder path for the export")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(
-            f"{out} exists and is not empty",
-            hint="choose a new folder, or pass --force to replace it",
-        )
 
 
 def _export_dtype(base: ModelSpec, dtype: str) -> str:
@@ -222,13 +215,16 @@ def _copy_processor_files(base: ModelSpec, out: Path) -> None:
 
 
 def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished export into place (an older one is replaced)."""
-    old = dst.with_name(dst.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
+    """Move the run's own final export (`<run>/adapter`, `<run>/model`) into place; the older
+    one is renamed to a fresh name first, then removed."""
     if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+        old.rmdir()
         dst.rename(old)
-    src.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
+        src.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        src.rename(dst)
 
 
 def base_path(base: ModelSpec) -> str:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,13 +35,13 @@ from trainer import api, dist, faults
 from trainer.batches import micro_batches
 from trainer.checkpoint import TrainerState, load_weights, restore_training_state, spec_yaml
 from trainer.checkpoint import write_checkpoint as _write_checkpoint
-from trainer.host import Host, LocalHost
+from trainer.host import Host, LocalHost, disk_problem, tidy_for_resume
 from trainer.hostmem import HostMemoryGuard
 from trainer.loss import target_tokens
 from trainer.rundir import RunDir, write_json_atomic
 from trainer.step_sync import Exchanged, StepSync
 from trainer.stop import StopRequest
-from vlaunch_core.errors import UserError
+from vlaunch_core.errors import ProblemReport, UserError
 
 if TYPE_CHECKING:
     from trainer.data.build import TrainData
@@ -99,8 +101,12 @@ class Recipe:
         *,
         quiet: bool = False,
         plan: Plan | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
+        self.owner = owner
+        """Who runs the run (the Ray driver's host and pid; else this process): status.json
+        names it, so that a run whose owner died is not taken for a running one."""
         self.host = host
         self.quiet = quiet
         self.launch_plan = plan
@@ -111,11 +117,14 @@ class Recipe:
         self.evaluator: Evaluator | None = None
         self.last_loss: float | None = None
         self.last_saved_step = -1
+        self.claimed = False
+        """Whether setup got as far as writing the run's files (before, a failure leaves the
+        run exactly as it was, status.json included)."""
 
     # ================================================================== setup
 
     def setup(self) -> None:
-        from trainer.schedule import build_scheduler
+        from trainer.schedule import build_scheduler, resync_scheduler
         from vlaunch_core.plan import make_plan, plan_for_world
         from vlaunch_core.profiles import resolve_world
 
@@ -137,21 +146,28 @@ class Recipe:
         self.stop.install_signal_handlers()
         if self.host is None:
             self.host = LocalHost(self.run_dir, tr.keep_last, env.rank)
-        if env.is_main:
-            self.run_dir.path.mkdir(parents=True, exist_ok=True)
-            self.run_dir.spec_file.write_text(spec_yaml(spec))
-            write_json_atomic(self.run_dir.plan_file, self.plan.to_json())
+        if self.owner is None:
+            self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
 
         with self.host.resume_from() as ckpt:
+            # Everything that must match is checked before anything of the run is written.
             self.resume = TrainerState.read(ckpt) if ckpt is not None else None
-            self._check_resume()
+            if ckpt is not None:
+                self._check_resume(ckpt)
+            if env.is_main:
+                self.run_dir.path.mkdir(parents=True, exist_ok=True)
+                tidy_for_resume(self.run_dir, ckpt)
+                self.run_dir.spec_file.write_text(spec_yaml(spec))
+                write_json_atomic(self.run_dir.plan_file, self.plan.to_json())
+            self.claimed = True
             seed_everything(tr.seed)
             self.strategy: Strategy = api.build_strategy(spec, env, self.plan)
             if self.resume is not None:
                 self.strategy.check_resume(self.resume.world_size)
             model, param_groups, layer_classes = self._build_model()
             if ckpt is not None:
-                load_weights(model, ckpt)
+                with _loading(ckpt):
+                    load_weights(model, ckpt)
             elif spec.model.adapter is not None:  # continue training from an adapter
                 from trainer.continue_from import init_from_adapter
 
@@ -163,7 +179,11 @@ class Recipe:
             assert self.strategy.optimizer is not None
             self.scheduler = build_scheduler(self.strategy.optimizer, tr, self.total_steps)
             if ckpt is not None:
-                restore_training_state(ckpt, strategy=self.strategy, scheduler=self.scheduler)
+                with _loading(ckpt):
+                    restore_training_state(ckpt, strategy=self.strategy, scheduler=self.scheduler)
+                # the schedule of *this* spec at the step resumed from (a raised max_steps
+                # must not start at the old schedule's final learning rate)
+                resync_scheduler(self.scheduler)
         self.start_step = self.resume.step if self.resume else 0
         if self.resume is not None and self.resume.total_steps != self.total_steps:
             logger.warning(
@@ -193,16 +213,21 @@ class Recipe:
             time.perf_counter() - t_setup,
         )
 
-    def _check_resume(self) -> None:
-        saved = self.resume
-        if saved is None:
-            return
-        if saved.global_batch_size != self.batch.global_batch_size:
-            raise UserError(
-                f"run '{self.spec.name}' was trained with global batch "
-                f"{saved.global_batch_size}; this plan has {self.batch.global_batch_size}",
-                hint="keep train.global_batch_size (and batch_rounding) of the run, or give "
-                "the job a new name to start over",
+    def _check_resume(self, ckpt: Path) -> None:
+        """Everything the checkpoint fixes must match this spec (trainer/resume_check.py)."""
+        from trainer.resume_check import resume_problems, saved_spec
+        from trainer.safe_load import scan
+
+        assert self.resume is not None
+        scan(ckpt)  # every .pt file weights-only loadable, before anything is loaded
+        problems = resume_problems(saved_spec(ckpt), self.resume, self.spec, self.plan)
+        if problems:
+            raise ProblemReport(
+                title=f"this spec cannot continue run '{self.spec.name}' (resuming from "
+                f"{ckpt.name}, step {self.resume.step}); nothing was changed. Keep these "
+                "keys as the run had them, or give the job a new name to start a new run",
+                problems=problems,
+                source=str(self.run_dir.path),
             )
 
     def _build_model(self) -> tuple[Any, Any, tuple[type, ...]]:
@@ -260,7 +285,9 @@ class Recipe:
                     "micro_batch_size": self.batch.micro_batch_size,
                 }
             )
-        self.run_dir.write_status("running", step=self.start_step, total_steps=self.total_steps)
+        self.run_dir.write_status(
+            "running", step=self.start_step, total_steps=self.total_steps, owner=self.owner
+        )
 
     # ================================================================== train
 
@@ -268,7 +295,14 @@ class Recipe:
         self.step = self.start_step
         try:
             return self._train()
-        except RuntimeError as e:
+        except UserError:
+            raise
+        except Exception as e:
+            full = disk_problem(self.run_dir, e)
+            if full is not None:
+                raise full from None
+            if not isinstance(e, RuntimeError):
+                raise
             timeout = dist.explain_timeout(
                 e,
                 heartbeat=self.heartbeat,
@@ -306,12 +340,17 @@ class Recipe:
         # A step's totals stay on the device until the next step's exchange (trainer.step_sync)
         pending: _Pending | None = None
         while step < self.total_steps:
-            micro = [next(batches) for _ in range(batch.grad_accum_steps)]
+            data_error: UserError | None = None
+            try:
+                micro = [next(batches) for _ in range(batch.grad_accum_steps)]
+            except UserError as e:  # this rank's data: every rank learns it at the reduce
+                data_error, micro = e, []
             seed_everything(step_seed(tr.seed, step, env.rank))  # after the data: see above
             self.heartbeat.beat(step + 1)  # arrived at this step's first collective
             got = self.sync.exchange(  # the step's one collective and one host sync
                 targets=sum(target_tokens(m["labels"]) for m in micro),
                 stop=self.stop.local_flag() > 0,
+                data_error=data_error is not None,
                 previous=pending.out if pending is not None else None,
                 memory=pending is not None and self._memory_due(pending.step),
             )
@@ -319,6 +358,8 @@ class Recipe:
             if pending is not None:
                 self._report(pending, got, t_start)
                 pending = None
+            if got.data_error:  # this rank's data: every rank learns it here
+                dist.agree(data_error)
             if got.stop:
                 stopped = True
                 break
@@ -463,7 +504,11 @@ class Recipe:
         if self.env.is_main:
             logger.info("checkpoint at step %d saved in %.1fs", step, time.perf_counter() - t0)
             self.run_dir.write_status(
-                "running", step=step, total_steps=self.total_steps, checkpoint=asdict(state)
+                "running",
+                step=step,
+                total_steps=self.total_steps,
+                checkpoint=asdict(state),
+                owner=self.owner,
             )
 
     def _export(self) -> None:
@@ -504,13 +549,18 @@ class Recipe:
         env = getattr(self, "env", None)
         if env is None or not env.is_main or isinstance(error, KeyboardInterrupt):
             return
+        if not self.claimed:  # refused before the run was touched: leave its status as is
+            return
         extra: dict[str, Any] = {}
         if isinstance(error, UserError):  # the driver re-raises it as the user's mistake
             extra = {"user_error": error.render()}
+        resume: TrainerState | None = getattr(self, "resume", None)
+        resumed = resume.step if resume is not None else 0
         with contextlib.suppress(OSError):
             self.run_dir.write_status(
                 "failed",
-                step=max(self.last_saved_step, 0),
+                step=max(self.last_saved_step, resumed, 0),
+                total_steps=getattr(self, "total_steps", None),
                 error=f"{type(error).__name__}: {error}"[:2000],
                 **extra,
             )
@@ -524,6 +574,22 @@ class Recipe:
             self.progress.close()
         if self.metrics is not None:
             self.metrics.close()
+
+
+@contextlib.contextmanager
+def _loading(ckpt: Path) -> Any:
+    """Loading a checkpoint that passed the commit check but does not fit the model (a bug or
+    a hand-edited checkpoint): one user error naming it, not a retried traceback."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{ckpt}: cannot be loaded into this model: {first}",
+            hint="the checkpoint does not belong to this spec's model and tuning",
+        ) from None
 
 
 def train(

@@ -66,7 +66,7 @@ class MetricsWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(run_dir.tensorboard_dir), purge_step=start_step + 1)
-        config = json.loads(spec.model_dump_json(by_alias=True))
+        config = spec.document()  # secret-looking values redacted
         if tracking.wandb is not None:
             wandb = _import_optional("wandb", "tracking.wandb")
             self._wandb = wandb.init(

@@ -7,9 +7,11 @@ terminal).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -107,3 +109,102 @@ class ProgressDisplay:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+class Steps:
+    """Progress of countable work outside training (evaluating, checking data): a bar with
+    the ETA on a terminal (stderr), else a log line when it starts, one every
+    `every_seconds` with the ETA, and one when it ends. Use as a context manager."""
+
+    def __init__(
+        self,
+        what: str,
+        total: int | None = None,
+        *,
+        unit: str = "",
+        tty: bool | None = None,
+        every_seconds: float = 30.0,
+    ) -> None:
+        self.what = what
+        self.total = total
+        self.unit = unit
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.every_seconds = every_seconds
+        self.done = 0
+        self._t0 = time.monotonic()
+        self._last_line = self._t0
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Steps:
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn(self.what),
+                BarColumn(bar_width=24),
+                MofNCompleteColumn(),
+                TextColumn(self.unit),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._task = self._bar.add_task(self.what, total=self.total)
+            self._bar.start()
+        else:
+            size = f" ({self.total} {self.unit})".replace(" )", ")") if self.total else ""
+            logger.info("%s%s ...", self.what, size)
+        return self
+
+    def update(self, done: int, total: int | None = None) -> None:
+        """`done` of `total` (which may become known only now)."""
+        self.done = done
+        if total is not None:
+            self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=self.total)
+            return
+        now = time.monotonic()
+        if now - self._last_line < self.every_seconds:
+            return
+        self._last_line = now
+        eta = self.eta()
+        logger.info(
+            "%s: %d/%s %s, ETA %s",
+            self.what,
+            done,
+            self.total if self.total is not None else "?",
+            self.unit,
+            fmt_duration(eta) if eta is not None else "?",
+        )
+
+    def eta(self) -> float | None:
+        if not self.done or not self.total:
+            return None
+        return (time.monotonic() - self._t0) / self.done * (self.total - self.done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        elif exc[0] is None:
+            logger.info("%s: done in %s", self.what, fmt_duration(time.monotonic() - self._t0))
+
+
+@contextlib.contextmanager
+def stage(what: str) -> Iterator[None]:
+    """Work without a count (loading a model, writing files): a line when it starts and one
+    with its duration when it ends (on a terminal, the libraries' own bars show inside)."""
+    t0 = time.monotonic()
+    logger.info("%s ...", what)
+    yield
+    logger.info("%s: done in %s", what, fmt_duration(time.monotonic() - t0))

@@ -30,28 +30,61 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two looks at a cluster that is still forming (an external service).
 POLL_SECONDS = 2.0
+#: Seconds between two "still waiting" lines while polling (the first comes at once).
+REPORT_SECONDS = 30.0
 
-
-LOCAL_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-"""Ray Train settings of a run on this machine (unless set in the environment): no preemption
-watcher (an extra actor process polling for spot-instance preemption, which a workstation
-does not have); Ray hands these variables to its Train controller."""
+#: Ray Train settings for every run, read from the driver's environment as Ray Train asks
+#: (it hands them on to its controller and workers); a value the user set is kept.
+#: The preemption watcher is an actor Ray Train starts with `max_restarts=-1` and the worker
+#: actors' handles as constructor arguments, which Ray core reports as an error line on every
+#: run (`core_worker.cc ... PreemptionWatcher ... max_restarts > 0`, ray-project/ray#53727).
+#: vlaunch does not use what it provides (`ray.train.get_preemption_info()`, a separate
+#: preemption retry budget): a preempted node reaches the driver as SIGTERM (Kubernetes) or
+#: SIGUSR1/SIGTERM (Slurm), and the trainer checkpoints and exits 75 (docs/trainer.md).
+RAY_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+#: The GCS port of a head that `ray.init` starts (`ray start --port` on the command line).
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 
 
 @contextmanager
 def local_cluster(*, num_cpus: int, num_gpus: int) -> Iterator[None]:
-    """A new Ray cluster on this machine (never one `ray start` left running), stopped after."""
-    added = {k: v for k, v in LOCAL_TRAIN_ENV.items() if k not in os.environ}
-    os.environ.update(added)
+    """A new Ray cluster on this machine (never one `ray start` left running), stopped after.
+
+    Its address is chosen here (a free GCS port) and given to every process of the job as
+    RAY_ADDRESS: Ray Train's placement-group cleaner looks its cluster up through the State
+    API, which without RAY_ADDRESS takes the latest cluster `ray start` recorded on this
+    machine (`/tmp/ray/ray_current_cluster`, often one that has stopped): it then waits 40 s
+    for a dead GCS and prints a traceback at the end of a successful run. With the address it
+    fails fast and quietly (no dashboard here), as it should."""
+    port = _free_port()
+    address = f"{ray.util.get_node_ip_address()}:{port}"
+    previous = os.environ.get(GCS_PORT_ENV)
+    os.environ[GCS_PORT_ENV] = str(port)  # read by the GCS that ray.init starts
     t0 = time.perf_counter()
     try:
-        ray_init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+        ray_init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            cluster_address=address,
+        )
         logger.info("started a local Ray cluster in %.1fs", time.perf_counter() - t0)
+    finally:
+        if previous is None:
+            os.environ.pop(GCS_PORT_ENV, None)
+        else:
+            os.environ[GCS_PORT_ENV] = previous
+    try:
         yield
     finally:
         ray.shutdown()
-        for k in added:
-            os.environ.pop(k, None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -67,17 +100,28 @@ def joined_cluster(address: str, plan: Plan, *, wait_seconds: float) -> Iterator
         ray.shutdown()
 
 
-def ray_init(**kwargs: Any) -> None:
+def ray_init(*, cluster_address: str | None = None, **kwargs: Any) -> None:
     """`ray.init` with the job's Ray-internal logging at ERROR (its INFO/WARNING chatter in
-    every worker drowns the training log); vlaunch's own lines and Ray's errors still show.
-    The driver's logging setup (the CLI's) is kept as it was."""
+    every worker drowns the training log; `vlaunch -v`: WARNING); vlaunch's own lines and
+    Ray's errors still show. The driver's logging setup (the CLI's) is kept as it was.
+
+    `cluster_address` (HOST:PORT of the GCS) becomes RAY_ADDRESS for every process of the
+    job, so that whatever looks the cluster up by itself finds this one (see local_cluster)."""
+    from vlaunch_core.quiet import verbose
+
+    for key, value in RAY_TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
+    env_vars = {"RAY_ADDRESS": cluster_address} if cluster_address else {}
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
         ray.init(
             log_to_driver=True,
             logging_level=logging.WARNING,
-            logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"),
+            logging_config=ray.LoggingConfig(
+                encoding="TEXT", log_level="WARNING" if verbose() else "ERROR"
+            ),
+            runtime_env={"env_vars": env_vars} if env_vars else None,
             **kwargs,
         )
     finally:
@@ -91,23 +135,46 @@ def connect(address: str, deadline: float) -> None:
     A HOST:PORT address is probed with a plain TCP connect first: `ray.init` itself keeps
     retrying an unreachable head for minutes."""
     error = ""
+    started = time.monotonic()
+    reported = -REPORT_SECONDS
+    host_port = _host_port(address)
     while True:
         if reachable(address):
             try:
-                ray_init(address=address)
+                ray_init(address=address, cluster_address=host_port)
                 return
             except ConnectionError as e:
                 error = str(e)
         else:
             error = "nothing listens there"
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise UserError(
-                f"no Ray cluster to join at '{address}': {error}",
+                f"no Ray cluster to join at '{address}' after {now - started:.0f} s: {error}",
                 hint="start one first (`ray start --head` on the head node; the Slurm "
                 "scripts and the Helm chart do), or pass --ray-address HOST:6379",
             )
-        logger.info("waiting for the Ray head at %s", address)
+        if now - reported >= REPORT_SECONDS:
+            reported = now
+            logger.info(
+                "waiting for the Ray head at %s (%s); giving up in %.0f s, at %s",
+                address,
+                error,
+                deadline - now,
+                _clock(deadline),
+            )
         time.sleep(POLL_SECONDS)  # polling an external service
+
+
+def _host_port(address: str) -> str | None:
+    """HOST:PORT of a Ray address, or None for `auto` and other forms."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    return address if sep and port.isdigit() and host and "://" not in address else None
+
+
+def _clock(deadline: float) -> str:
+    """A monotonic deadline as wall-clock time (HH:MM:SS)."""
+    return time.strftime("%H:%M:%S", time.localtime(time.time() + deadline - time.monotonic()))
 
 
 def reachable(address: str) -> bool:
@@ -134,19 +201,29 @@ def wait_for_resources(plan: Plan, wait_seconds: float) -> None:
     """Wait until the cluster offers the plan's devices."""
     need = needed_resources(plan)
     deadline = time.monotonic() + wait_seconds
+    reported = -REPORT_SECONDS
     while True:
         have: dict[str, Any] = ray.cluster_resources()
         missing = {k: v for k, v in need.items() if have.get(k, 0.0) < v}
         if not missing:
             return
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise UserError(
                 f"the Ray cluster offers {_fmt(have, need)} but the plan needs "
                 f"{_fmt(need, need)} (waited {wait_seconds:.0f}s for workers to join)",
                 hint="check that every node ran `ray start --address=...`, or match "
                 "resources.nodes / gpus_per_node to the cluster",
             )
-        logger.info("waiting for the cluster: %s of %s", _fmt(have, need), _fmt(need, need))
+        if now - reported >= REPORT_SECONDS:
+            reported = now
+            logger.info(
+                "waiting for the cluster: %s of %s; giving up in %.0f s, at %s",
+                _fmt(have, need),
+                _fmt(need, need),
+                deadline - now,
+                _clock(deadline),
+            )
         time.sleep(POLL_SECONDS)  # polling an external cluster, not synchronising our own work
 
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from trainer.host import WriteFn
+from trainer import dist
+from trainer.commit import build_manifest, fsync_tree, write_manifest
+from trainer.host import WriteFn, disk_errors, prune, publish, resume_point, stage
 from trainer.rundir import RunDir, checkpoint_name, is_uri
 from trainer.stop import EXIT_STOPPED, STOP_SIGNALS
 from vlaunch_core.errors import UserError
@@ -58,69 +58,127 @@ PASSED_ENV = (
     "GLOO_SOCKET_IFNAME",
     "CUDA_DEVICE_MAX_CONNECTIONS",
     "PYTORCH_CUDA_ALLOC_CONF",
+    "VLAUNCH_VERBOSE",
 )
 
 
 class RayHost:
-    """The loop's host inside a Ray Train worker."""
+    """The loop's host inside a Ray Train worker.
+
+    The ranks write the checkpoint straight into the run directory (Ray's experiment folder,
+    on a filesystem every node mounts) with the protocol of `trainer.host`; rank 0 renames
+    it into place and reports it to Ray without an upload (`CheckpointUploadMode.NO_UPLOAD`),
+    waits until the controller has registered it, and only then writes its manifest: a
+    checkpoint Ray never registered (the driver died) stays incomplete, and readers skip it.
+    Nothing is staged outside the run directory, so a killed worker leaves no full-size
+    temporary copy behind. Pruning to `train.keep_last` is ours (after the manifest), not
+    Ray's, so an older complete checkpoint is never deleted before a newer one is committed.
+    """
 
     name = "ray"
 
-    @contextlib.contextmanager
-    def resume_from(self) -> Iterator[Path | None]:
+    def __init__(self, run_dir: RunDir, keep_last: int) -> None:
+        self.run_dir = run_dir
+        self.keep_last = keep_last
+
+    @property
+    def rank(self) -> int:
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as folder:
-            yield Path(folder)
+        return int(ray.train.get_context().get_world_rank())
+
+    @contextlib.contextmanager
+    def resume_from(self) -> Iterator[Path | None]:
+        yield resume_point(self.run_dir, self.rank)
 
     def save(self, step: int, write: WriteFn, metrics: dict[str, Any]) -> None:
         import ray.train
 
-        tmp = Path(tempfile.mkdtemp(prefix=f"vlaunch-{checkpoint_name(step)}-"))
-        try:
-            write(tmp)
-            ray.train.report(
-                metrics,
-                checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
-                checkpoint_dir_name=checkpoint_name(step),
-            )
-            # The controller registers a report when it next polls the workers: a worker
-            # dying right after `report` would lose the checkpoint. Wait until committed.
-            ray.train.get_all_reported_checkpoints(
-                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED
-            )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        rank = self.rank
+        tmp = stage(self.run_dir, step, rank, write)
+        manifest: dict[str, Any] = {}
+        final = self.run_dir.checkpoint_dir(step)
+        error: UserError | None = None
+        if rank == 0:
+            try:
+                with disk_errors(self.run_dir, tmp):
+                    manifest = build_manifest(tmp, step)
+                    fsync_tree(tmp)
+                    publish(self.run_dir, tmp, step)
+            except UserError as e:
+                error = e
+        dist.agree(error)
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(str(final)) if rank == 0 else None,
+            checkpoint_dir_name=checkpoint_name(step),
+            checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
+        )
+        # The controller registers a report when it next polls the workers: wait for it,
+        # then commit (a worker dying right after `report` must not lose the checkpoint).
+        ray.train.get_all_reported_checkpoints(
+            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED
+        )
+        if rank == 0:
+            try:
+                with disk_errors(self.run_dir, final):
+                    write_manifest(final, manifest)
+                    prune(self.run_dir, self.keep_last)
+            except UserError as e:
+                error = e
+        dist.agree(error)
 
 
 def worker_main(config: dict[str, Any]) -> None:
     """The function every Ray Train worker runs: `trainer.loop.train`, except that a user
-    error during setup (bad data, model, batch: the same on every rank) ends the run instead
-    of being retried by `FailureConfig`; the driver reports it from status.json."""
+    error (bad data, model or batch, a full disk) ends the run instead of being retried by
+    `FailureConfig`: the rank that meets it records it in the run directory
+    (`RunDir.record_user_error`) and the driver reports it as the user's mistake. During
+    setup every rank meets the same error and returns; during training the rank raises (the
+    others may be waiting in a collective: Ray tears the group down) and the restarted
+    group finds the record and returns at once."""
+    from vlaunch_core.quiet import quiet_dependencies
+
+    quiet_dependencies(progress_bars=False)  # before the training stack is imported
+
     import ray.train
 
     from trainer.loop import Recipe
-    from trainer.models.quantization import skip_bitsandbytes
+    from trainer.models.quantization import bitsandbytes_only_for_qlora
     from vlaunch_core.plan import Plan
     from vlaunch_core.spec_load import spec_from_dict
 
     spec = spec_from_dict(config["spec"], check=False)
-    skip_bitsandbytes(spec.tuning.modes()["language_model"])  # before transformers is imported
+    # before transformers and peft are imported
+    bitsandbytes_only_for_qlora(spec.tuning.modes()["language_model"] == "qlora")
     _worker_logging(ray.train.get_context().get_world_rank())
     plan = Plan.from_json(config["plan"])
-    recipe = Recipe(spec, RayHost(), quiet=config["quiet"], plan=plan)
+    run_dir = RunDir.for_spec(spec.output.dir, spec.name)
+    if run_dir.read_user_error() is not None:
+        return  # an earlier attempt of this run met a user error: do not retry it
+    recipe = Recipe(
+        spec,
+        RayHost(run_dir, spec.train.keep_last),
+        quiet=config["quiet"],
+        plan=plan,
+        owner=config.get("driver"),
+    )
     try:
         try:
             recipe.setup()
         except UserError as e:
             recipe.failed(e)
+            run_dir.record_user_error(e, claimed=recipe.claimed)
             return
         try:
             recipe.train()
+        except UserError as e:
+            recipe.failed(e)
+            if not isinstance(e, dist.PeerFailed):
+                run_dir.record_user_error(e, claimed=recipe.claimed)
+            if getattr(e, "agreed", False):
+                return  # every rank stopped at the same point: nothing to tear down
+            raise
         except BaseException as e:
             recipe.failed(e)
             raise
@@ -133,13 +191,18 @@ def _worker_logging(rank: int) -> None:
     to the driver; INFO from rank 0, warnings from all); no weight-loading bars."""
     import warnings
 
-    from ray.train.v2._internal.execution import context as ray_train_context
     from transformers.utils import logging as hf_logging
 
+    from vlaunch_core.quiet import verbose
+
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft -> hf
-    hf_logging.disable_progress_bar()
-    # Ray Train logs every report at INFO, under a logger named by its file path.
-    logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
+    if not verbose():
+        hf_logging.disable_progress_bar()
+    # Ray Train sets the worker's root logger to INFO, so every library's INFO lines reach
+    # the driver (its own "Reporting training result ..." on every report, under a logger
+    # named by its file path). Libraries say what matters at WARNING; vlaunch's own loggers
+    # below have their own handler and level.
+    logging.getLogger().setLevel(logging.INFO if verbose() else logging.WARNING)
     for name in ("trainer", "launcher"):
         log = logging.getLogger(name)
         if not log.handlers:
@@ -156,7 +219,9 @@ def worker_env(spec: JobSpec) -> dict[str, str]:
     return env
 
 
-def make_trainer(spec: JobSpec, plan: Plan, *, quiet: bool) -> Any:
+def make_trainer(
+    spec: JobSpec, plan: Plan, *, quiet: bool, driver: dict[str, Any] | None = None
+) -> Any:
     """The `TorchTrainer` of a job (not started)."""
     # Train V2's classes (mypy resolves `ray.train` to the V1 ones statically).
     from ray.train.torch import TorchConfig
@@ -181,6 +246,7 @@ def make_trainer(spec: JobSpec, plan: Plan, *, quiet: bool) -> Any:
             "spec": spec.model_dump(mode="json", by_alias=True),
             "plan": plan.to_json(),  # what the launch printed is what the workers train with
             "quiet": quiet,
+            "driver": driver,
         },
         torch_config=TorchConfig(
             backend="nccl" if on_gpu else "gloo", timeout_s=int(tr.timeout_minutes * 60)
@@ -192,7 +258,8 @@ def make_trainer(spec: JobSpec, plan: Plan, *, quiet: bool) -> Any:
             name=spec.name,
             storage_path=spec.output.dir,
             failure_config=FailureConfig(max_failures=tr.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=tr.keep_last),
+            # keep_last is applied by RayHost after each commit, not by Ray
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
             worker_runtime_env={"env_vars": worker_env(spec)},
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
@@ -338,13 +405,17 @@ def run_driver(spec: JobSpec, plan: Plan) -> int:
     """Run (or resume) `spec` on the connected Ray cluster: 0 finished, 75 stopped."""
     from ray.train import TrainingFailedError
 
+    from trainer.resume_check import check_resume
+
     spec = absolute_output(spec)
-    prepare_model(spec)
     run_dir = RunDir.for_spec(spec.output.dir, spec.name)
+    check_resume(spec, plan, run_dir)  # before anything of the run is written
+    prepare_model(spec)
     run_dir.path.mkdir(parents=True, exist_ok=True)
     run_dir.clear_stop()
+    run_dir.clear_user_error()
     tty = sys.stdout.isatty()
-    trainer = make_trainer(spec, plan, quiet=tty)
+    trainer = make_trainer(spec, plan, quiet=tty, driver=driver_identity())
     tail = _TailProgress(run_dir) if tty else None
     started = time.monotonic()
     with _StopOnSignal(run_dir):
@@ -353,16 +424,18 @@ def run_driver(spec: JobSpec, plan: Plan) -> int:
         try:
             _fit_in_thread(trainer)
         except TrainingFailedError as e:
-            run_dir.write_status("failed", error=str(e)[:2000])
+            _raise_user_error(run_dir)
+            _fail(run_dir, e)
             print(f"training failed after {time.monotonic() - started:.0f}s:\n{e}", file=sys.stderr)
             return 1
         finally:
             if tail is not None:
                 tail.done.set()
                 tail.join(timeout=5)
+            # Ray's empty probe file from checking the storage at the start: not the run's
+            (run_dir.path / ".validate_storage_marker").unlink(missing_ok=True)
+    _raise_user_error(run_dir)
     status = run_dir.read_status() or {}
-    if status.get("state") == "failed" and "user_error" in status:
-        raise UserError(str(status["user_error"]))
     if status.get("state") == "stopped":
         print(
             f"stopped at step {status.get('step')}/{status.get('total_steps')}: a checkpoint "
@@ -371,3 +444,46 @@ def run_driver(spec: JobSpec, plan: Plan) -> int:
         )
         return EXIT_STOPPED
     return 0
+
+
+def _raise_user_error(run_dir: RunDir) -> None:
+    """Raise the user error a worker recorded (status.json says failed when the run's files
+    had been written; else the run is left as it was)."""
+    recorded = run_dir.read_user_error()
+    if recorded is None:
+        return
+    error, claimed = recorded
+    if claimed:
+        _fail(run_dir, error)
+    run_dir.clear_user_error()
+    raise error
+
+
+def _fail(run_dir: RunDir, error: BaseException) -> None:
+    """status.json says failed, at the step of the last complete checkpoint."""
+    import contextlib
+
+    from trainer.checkpoint import TrainerState
+    from trainer.host import remove_partials
+
+    remove_partials(run_dir)  # frees the space status.json needs after a full disk
+    status = run_dir.read_status() or {}
+    latest = run_dir.latest_checkpoint()
+    step = TrainerState.read(latest).step if latest is not None else 0
+    text = error.render() if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    extra = {"user_error": text} if isinstance(error, UserError) else {}
+    with contextlib.suppress(OSError):
+        run_dir.write_status(
+            "failed",
+            step=step,
+            total_steps=status.get("total_steps"),
+            error=text[:2000],
+            **extra,
+        )
+
+
+def driver_identity() -> dict[str, Any]:
+    """Who runs the run (status.json says it, so a run whose driver died is seen as such)."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid()}

@@ -19,30 +19,27 @@ it runs under Ray, torchrun or in one process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-CHECKPOINT_PREFIX = "checkpoint_"
-_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{6,})$")
-TRAINER_STATE = "trainer_state.json"
-"""Written last into a checkpoint: a checkpoint without it is incomplete."""
+from trainer.commit import (
+    CHECKPOINT_PREFIX,
+    TRAINER_STATE,
+    Inspection,
+    checkpoint_name,
+    checkpoint_step,
+    inspect,
+)
+from vlaunch_core.errors import UserError
+
+__all__ = ["CHECKPOINT_PREFIX", "TRAINER_STATE", "RunDir", "checkpoint_name", "checkpoint_step"]
 
 RunState = Literal["running", "stopped", "finished", "failed"]
-
-
-def checkpoint_name(step: int) -> str:
-    return f"{CHECKPOINT_PREFIX}{step:06d}"
-
-
-def checkpoint_step(path: str | os.PathLike[str]) -> int | None:
-    """The step of a checkpoint folder name, or None if it is not one."""
-    m = _CHECKPOINT_RE.match(Path(path).name)
-    return int(m.group(1)) if m else None
 
 
 def is_uri(path: str) -> bool:
@@ -73,16 +70,24 @@ class RunDir:
     def checkpoint_dir(self, step: int) -> Path:
         return self.path / checkpoint_name(step)
 
-    def checkpoints(self) -> list[Path]:
-        """Complete checkpoints (those with a trainer state), oldest first."""
+    def checkpoint_folders(self) -> list[Path]:
+        """Every `checkpoint_NNNNNN` folder, complete or not, oldest first."""
         if not self.path.is_dir():
             return []
         found = []
         for child in self.path.iterdir():
             step = checkpoint_step(child)
-            if step is not None and (child / TRAINER_STATE).is_file():
+            if step is not None and child.is_dir() and not child.is_symlink():
                 found.append((step, child))
         return [p for _, p in sorted(found)]
+
+    def inspect_checkpoints(self, *, hashes: bool = False) -> list[Inspection]:
+        """The commit check of every checkpoint folder (trainer/commit.py), oldest first."""
+        return [inspect(p, hashes=hashes) for p in self.checkpoint_folders()]
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints (committed, every file as written), oldest first."""
+        return [i.path for i in self.inspect_checkpoints() if i.ok]
 
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
@@ -93,7 +98,7 @@ class RunDir:
     def read_status(self) -> dict[str, Any] | None:
         try:
             data = json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         return data if isinstance(data, dict) else None
 
@@ -101,6 +106,34 @@ class RunDir:
         """Atomically replace status.json (rank 0 only)."""
         data = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
         write_json_atomic(self.status_file, data)
+
+    @property
+    def user_error_file(self) -> Path:
+        return self.path / ".user_error.json"
+
+    def record_user_error(self, error: UserError, *, claimed: bool) -> None:
+        """Remember a user error met by any rank (the driver reports it; a restarted worker
+        group stops at once instead of meeting it again). `claimed`: whether the run's files
+        were already written (else the driver leaves status.json as it was). Best effort:
+        the disk may be full."""
+        data = {"error": error.message, "fix": error.hint, "claimed": claimed}
+        with contextlib.suppress(OSError):
+            write_json_atomic(self.user_error_file, data)
+
+    def read_user_error(self) -> tuple[UserError, bool] | None:
+        """(the recorded user error, whether the run's files were written), or None."""
+        try:
+            data = json.loads(self.user_error_file.read_text())
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("error"), str):
+            return None
+        fix = data.get("fix")
+        error = UserError(data["error"], hint=fix if isinstance(fix, str) else None)
+        return error, bool(data.get("claimed", True))
+
+    def clear_user_error(self) -> None:
+        self.user_error_file.unlink(missing_ok=True)
 
     def request_stop(self, reason: str) -> None:
         """Ask the workers to checkpoint at the next step boundary and stop."""
@@ -112,8 +145,12 @@ class RunDir:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file next to `path`, then rename it over `path`."""
+    """Write JSON to a temporary file next to `path`, then rename it over `path` (a failed
+    write, e.g. a full disk, leaves `path` as it was and no temporary file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -49,3 +49,17 @@ def build_scheduler(
         return lr_factor(step, kind=kind, warmup=warmup, total=total_steps)
 
     return LambdaLR(optimizer, factor)
+
+
+def resync_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set every group's learning rate to this schedule's value at the scheduler's step.
+
+    After a resume the optimizer's groups hold the learning rate the *saved* run was at; when
+    the schedule changed (a raised `train.max_steps`), that is the old curve's value, 0 at the
+    end of a cosine decay. The same formula as `LambdaLR`, so an unchanged schedule gives
+    exactly the saved values."""
+    step = scheduler.last_epoch
+    groups = scheduler.optimizer.param_groups
+    for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(step)
+    scheduler._last_lr = [group["lr"] for group in groups]

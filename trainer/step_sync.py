@@ -6,6 +6,7 @@ At the start of step k, before its first forward, each rank contributes:
 - the target tokens of step k, counted on the CPU batch (every micro batch's loss is scaled
   by the step's total over all ranks);
 - its stop flag (every rank stops at the same step boundary);
+- whether its data failed (a user error every rank raises at the same step boundary);
 - step k-1's summed loss, input tokens and gradient norm (rank 0's): the loss and the norm
   stayed on the device during step k-1;
 - every `train.host_memory_every` steps, its host memory in its own 3 of `3 x world` slots
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
     from trainer.dist import DistEnv
     from trainer.hostmem import HostMemoryGuard
 
-HEAD = 6
-"""Slots before the memory table: targets, stop, loss, input tokens, grad norm, has previous."""
+HEAD = 7
+"""Slots before the memory table: targets, stop, loss, input tokens, grad norm, has previous,
+data errors."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Exchanged:
     """Target tokens of the step about to run, all ranks."""
     stop: bool
     """Some rank was asked to stop."""
+    data_error: bool
+    """Some rank's data failed (`trainer.dist.agree` raises the same error on every rank)."""
     previous: StepTotals | None
     memory: dict[str, Any] | None
     """Host-memory metrics (`HostMemoryGuard.summarise`) when sampled."""
@@ -63,6 +67,7 @@ class StepSync:
         *,
         targets: int = 0,
         stop: bool = False,
+        data_error: bool = False,
         previous: StepOutput | None = None,
         memory: bool = False,
     ) -> Exchanged:
@@ -75,6 +80,7 @@ class StepSync:
         host = torch.zeros(HEAD + 3 * env.world_size, dtype=torch.float64)
         host[0] = float(targets)
         host[1] = 1.0 if stop else 0.0
+        host[6] = 1.0 if data_error else 0.0
         if previous is not None:
             host[3] = float(previous.input_tokens)
             host[5] = 1.0
@@ -102,4 +108,4 @@ class StepSync:
             assert self.host_memory is not None
             table = [values[HEAD + 3 * r : HEAD + 3 * r + 3] for r in range(env.world_size)]
             mem = self.host_memory.summarise(table)
-        return Exchanged(values[0], values[1] > 0, prev, mem)
+        return Exchanged(values[0], values[1] > 0, values[6] > 0, prev, mem)

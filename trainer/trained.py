@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from trainer.checkpoint import ADAPTER_DIR, NON_LORA_FILE
 from trainer.rundir import TRAINER_STATE, RunDir, checkpoint_step
 from vlaunch_core.errors import UserError
@@ -62,6 +60,14 @@ class Trained:
     """A complete model folder (merged export, full fine-tuning export)."""
     step: int | None = None
     """Optimizer step of the weights, when known."""
+
+    def sources(self) -> list[Path]:
+        """Every folder these weights are read from (an export must not overwrite them)."""
+        found = [self.path, self.adapter, self.model, self.non_lora]
+        base = Path(self.base_model_spec().name_or_path).expanduser()
+        if base.is_dir():  # a local base model folder
+            found.append(base)
+        return [p for p in found if p is not None]
 
     @property
     def label(self) -> str:
@@ -110,7 +116,7 @@ class LoadedTrained:
 def read_adapter_config(folder: Path) -> dict[str, Any]:
     try:
         data = json.loads((folder / ADAPTER_CONFIG).read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{folder / ADAPTER_CONFIG}: cannot read: {e}") from None
     if not isinstance(data, dict):
         raise UserError(f"{folder / ADAPTER_CONFIG}: not a JSON object")
@@ -120,11 +126,9 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
 def read_spec(path: Path) -> JobSpec:
     """A resolved spec written by vlaunch (run `spec.yaml` or an export's copy)."""
     from vlaunch_core.spec_load import spec_from_dict
+    from vlaunch_core.yamlfile import read_yaml
 
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: cannot read the run's spec: {e}") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: not a job spec")
     return spec_from_dict(raw, base_dir=path.parent, source=str(path), check=False)
@@ -147,6 +151,14 @@ def resolve(path: str | Path, checkpoint: str | None = None) -> Trained:
     if has_spec and (p / TRAINER_STATE).is_file():
         if checkpoint not in (None, "final", "latest"):
             raise UserError(f"--checkpoint applies to a run directory; {p} is one checkpoint")
+        from trainer.commit import inspect
+
+        found = inspect(p)
+        if not found.ok:
+            raise UserError(
+                f"{p} is not a complete checkpoint: {found.verdict}: {found.reason}",
+                hint="use the run directory: it takes its newest complete checkpoint",
+            )
         return _from_checkpoint(p, read_spec(p / "spec.yaml"), kind="checkpoint")
     if has_spec:
         return _from_run(p, checkpoint)
@@ -182,7 +194,7 @@ def _from_run(path: Path, checkpoint: str | None) -> Trained:
             )
         if (run.model_dir / "config.json").is_file():
             return Trained("run", path, spec, model=run.model_dir)
-        latest = run.latest_checkpoint()
+        latest = _latest_complete(run)
         if latest is None or checkpoint == "final":
             status = run.read_status() or {}
             state = status.get("state", "not started")
@@ -202,15 +214,33 @@ def _from_run(path: Path, checkpoint: str | None) -> Trained:
 _STEP = re.compile(r"^(?:step-?|checkpoint_)?(\d+)$")
 
 
+def _latest_complete(run: RunDir) -> Path | None:
+    """The newest complete checkpoint; newer ones that are not (incomplete, damaged) are
+    named in a warning (trainer/commit.py)."""
+    inspected = run.inspect_checkpoints()
+    complete = [i.path for i in inspected if i.ok]
+    newest = complete[-1] if complete else None
+    for i in inspected:
+        if not i.ok and (
+            newest is None or (checkpoint_step(i.path) or 0) > (checkpoint_step(newest) or 0)
+        ):
+            logger.warning(
+                "skipping %s (using %s)", i.note(), newest.name if newest else "no checkpoint"
+            )
+    return newest
+
+
 def _pick_checkpoint(run: RunDir, name: str, run_name: str) -> Path:
     found = run.checkpoints()
     available = ", ".join(f"step-{checkpoint_step(c)}" for c in found) or "none"
     if name == "latest":
-        if not found:
+        latest = _latest_complete(run)
+        if latest is None:
             raise UserError(
-                f"run '{run_name}' has no checkpoint yet", hint="wait for its first checkpoint"
+                f"run '{run_name}' has no complete checkpoint yet",
+                hint="wait for its first checkpoint",
             )
-        return found[-1]
+        return latest
     m = _STEP.match(name)
     if m is None:
         raise UserError(
@@ -255,8 +285,13 @@ def load_trained(
     model). The base is loaded unquantized (QLoRA adapters apply to the full-precision base).
     """
     from trainer.models.loading import load_model
+    from trainer.progress import stage
 
-    loaded = load_model(trained.base_model_spec(), dtype=dtype, device=device)
+    base = trained.base_model_spec().name_or_path
+    with stage(
+        f"loading {base}" + (f" and the adapter ({trained.label})" if trained.adapter else "")
+    ):
+        loaded = load_model(trained.base_model_spec(), dtype=dtype, device=device)
     if loaded.processor is None:
         raise UserError(
             f"model '{trained.base_model_spec().name_or_path}' has no processor to prompt it with",

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlaunch_core.secrets import redact, redact_text
+
 
 class UserError(Exception):
     """An error caused by user input; printed as one actionable message, no traceback."""
@@ -25,12 +27,18 @@ class UserError(Exception):
             self.exit_code = exit_code
 
     def render(self) -> str:
-        """The text the CLI prints."""
+        """The text the CLI prints (secret-looking values redacted)."""
+        text = self.message if not self.hint else f"{self.message}\n  fix: {self.hint}"
+        return redact_text(text)
+
+    def __str__(self) -> str:
+        # message and fix: what a traceback shows, and what survives torch re-raising the
+        # error from a DataLoader worker by its text
         return self.message if not self.hint else f"{self.message}\n  fix: {self.hint}"
 
     def to_json(self) -> dict[str, Any]:
         """What `--json` prints for this error."""
-        return {"error": self.message, "fix": self.hint, "exit_code": self.exit_code}
+        return redact({"error": self.message, "fix": self.hint, "exit_code": self.exit_code})
 
 
 @dataclass(frozen=True)
@@ -58,21 +66,23 @@ class ProblemReport(UserError):
         UserError.__init__(self, self.render())
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "error": self.title,
-            "source": self.source,
-            "problems": [
-                {"where": p.where, "message": p.message, "fix": p.hint} for p in self.problems
-            ],
-            "exit_code": self.exit_code,
-        }
+        return redact(
+            {
+                "error": self.title,
+                "source": self.source,
+                "problems": [
+                    {"where": p.where, "message": p.message, "fix": p.hint} for p in self.problems
+                ],
+                "exit_code": self.exit_code,
+            }
+        )
 
     def render(self) -> str:
         head = self.title if not self.source else f"{self.title} ({self.source})"
         n = len(self.problems)
         lines = [f"{head}: {n} problem{'s' if n != 1 else ''}"]
         lines += [f"  - {p.render()}" for p in self.problems]
-        return "\n".join(lines)
+        return redact_text("\n".join(lines))
 
     def __str__(self) -> str:
         return self.render()

@@ -115,8 +115,10 @@ class KubeRayOptions(Section):
 class KubernetesOptions(Section):
     namespace: str = "default"
     """Namespace of every object of the run."""
-    image: str = "ghcr.io/vlaunch/vlaunch:0.1.0-cuda"
-    """Container image with vlaunch and the training stack (see docker/)."""
+    image: str | None = None
+    """Container image with vlaunch and the training stack, e.g.
+    `registry.example.com/ml/vlaunch:0.1.0-cuda`. Required by `vlaunch k8s`: none is
+    published, build and push it (docs/containers.md)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Image pull policy."""
     kuberay: KubeRayOptions = Field(default_factory=KubeRayOptions)
@@ -124,9 +126,14 @@ class KubernetesOptions(Section):
     service_account: str | None = None
     """Service account of the pods."""
     node_selector: dict[str, str] = Field(default_factory=dict)
-    """Node selector of the pods."""
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    """Tolerations of the pods."""
+    """Node selector of the pods, e.g. `{nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB}`."""
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    )
+    """Tolerations of the pods. The default tolerates the `nvidia.com/gpu:NoSchedule` taint
+    that GPU nodes usually carry (harmless elsewhere); `[]` for none."""
     affinity: dict[str, Any] = Field(default_factory=dict)
     """Affinity of the pods."""
     priority_class: str | None = None
@@ -134,11 +141,18 @@ class KubernetesOptions(Section):
     shm_size: str = "16Gi"
     """Size of the in-memory /dev/shm volume (data-loader workers need it)."""
     cpu: str | None = None
-    """CPU request per pod (default: 90% of the hardware profile's cores per node; on the
-    `cpu` profile, one core per worker process)."""
+    """CPU request per pod (default: `cpu_per_gpu` x the pod's GPUs, at most 90% of the
+    hardware profile's cores; on the `cpu` profile, one core per worker process)."""
     memory: str | None = None
-    """Memory request and limit per pod (default: 90% of the hardware profile's host memory;
+    """Memory request and limit per pod (default: `memory_per_gpu_gib` x the pod's GPUs, at
+    least the plan's host-memory prediction + 10%, at most 90% of the profile's host memory;
     on the `cpu` profile, 4Gi per worker process)."""
+    cpu_per_gpu: int = Field(default=10, ge=1)
+    """CPU cores a pod requests per GPU when `cpu` is not set (8 GPUs: 80 cores, which
+    common 8-GPU nodes offer: 96 to 256 hardware threads)."""
+    memory_per_gpu_gib: int = Field(default=100, ge=1)
+    """Memory in GiB a pod requests per GPU when `memory` is not set (8 GPUs: 800Gi, below
+    the 1 TiB of common 8-GPU nodes)."""
     volume: PersistentVolume = Field(default_factory=PersistentVolume)
     """Volume for checkpoints and the model cache."""
     hf_token: SecretRef | None = None

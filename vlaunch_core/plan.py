@@ -159,7 +159,7 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
         raise UserError(f"{p}: no such plan file", hint="launch the job again") from None
     except UserError as e:
         raise UserError(f"{p}: {e.message}", hint=e.hint) from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise UserError(
             f"{p}: not a valid plan ({type(e).__name__}: {e})",
             hint="launch the job again to write a new plan",

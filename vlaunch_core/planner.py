@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 from vlaunch_core.errors import UserError
 
+MAX_BATCH = 1 << 24
+"""The largest global batch (and micro batch, accumulation) a spec takes: far above any real
+job, and small enough that enumerating divisors (O(sqrt n)) is instant."""
+
 
 @dataclass(frozen=True)
 class BatchPlan:
@@ -44,7 +48,9 @@ class BatchPlanError(UserError):
 
 
 def divisors(n: int) -> list[int]:
-    """All positive divisors of n, ascending."""
+    """All positive divisors of n, ascending (n is a batch size: at most MAX_BATCH)."""
+    if n > MAX_BATCH:
+        raise UserError(f"{n} is more than {MAX_BATCH}: too big to be a batch size")
     small, large = [], []
     i = 1
     while i * i <= n:
@@ -119,6 +125,13 @@ def resolve_batch(
             + f"): rounded {rounding} to {global_batch_size} as train.batch_rounding={rounding}"
         )
 
+    if global_batch_size > MAX_BATCH:
+        raise UserError(
+            f"global batch {global_batch_size} is more than {MAX_BATCH} samples per step"
+            + (f" (rounded {rounding} from {requested})" if notes else ""),
+            hint="set train.global_batch_size (and the micro batch and accumulation) to a "
+            "size a job can train with",
+        )
     if global_batch_size % world_size:
         alt_globals = nearest_multiples(global_batch_size, unit)
         alt_worlds = nearest_worlds(global_batch_size // ((micro or 1) * (accum or 1)), world_size)

@@ -13,6 +13,7 @@ class Section(BaseModel):
         populate_by_name=True,
         validate_default=True,
         use_attribute_docstrings=True,
+        allow_inf_nan=False,  # no key means infinity or NaN; both break arithmetic later
     )
 
     def differs_from_default(self, name: str) -> bool:

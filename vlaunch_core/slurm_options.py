@@ -25,17 +25,29 @@ class SlurmOptions(Section):
     constraint: str | None = None
     """Node features required (`#SBATCH --constraint`)."""
     exclusive: bool = False
-    """Ask for whole nodes (`#SBATCH --exclusive`)."""
+    """Ask for whole nodes (`#SBATCH --exclusive`); then `--mem=0` (all of each node's
+    memory) unless `mem` is set. Worth it when the job uses every GPU of its nodes."""
     variant: str | None = None
     """A VILA script name (`srun_lora_llm`, `srun_fft_grouped`, ...): selects the tuning preset."""
     container_image: str | None = None
-    """Run inside this container image (pyxis/enroot `--container-image`)."""
+    """Run inside this container image (pyxis/enroot `--container-image`). It is imported once
+    per node and job: every step names the same container (`--container-name`)."""
     container_mounts: list[str] = Field(default_factory=list)
     """Container mounts `SRC:DST` (pyxis `--container-mounts`)."""
     cpus_per_task: int | None = Field(default=None, ge=1)
-    """CPUs per node-task (defaults to the hardware profile's CPUs per GPU x GPUs per node)."""
+    """CPUs per node (one task per node; `#SBATCH --cpus-per-task`). Default: `cpus_per_gpu`
+    x GPUs per node (per worker process on the `cpu` profile), at most the smallest node of
+    the partition (asked with `sinfo` on submission; 90% of the profile's node in a
+    dry-run)."""
+    cpus_per_gpu: int = Field(default=8, ge=1)
+    """CPUs per GPU when `cpus_per_task` is not set (8 GPUs: 64 CPUs)."""
     mem: str | None = None
-    """Memory per node, Slurm syntax (`0` = all of it)."""
+    """Memory per node, Slurm syntax (`512G`; `0` = all of it). Default: `mem_per_gpu_gib` x
+    GPUs per node (4G per worker process on the `cpu` profile), at least the plan's
+    host-memory prediction + 10%, at most the smallest node of the partition (90% of the
+    profile's node in a dry-run); with `exclusive`, `0`."""
+    mem_per_gpu_gib: int = Field(default=100, ge=1)
+    """GiB of memory per GPU when `mem` is not set (8 GPUs: 800G)."""
     max_restarts: int = Field(default=3, ge=0, le=100)
     """How many times a preempted or timed-out job comes back by itself."""
     requeue: Literal["requeue", "chain"] = "requeue"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -19,12 +19,21 @@ from vlaunch_core.section import Section
 from vlaunch_core.slurm_options import SlurmOptions
 
 Auto = Literal["auto"]
+#: Bounds that keep every computation on a number quick (the batch planner enumerates
+#: divisors) and far above any real job.
+MAX_BATCH = 1 << 24  # = vlaunch_core.planner.MAX_BATCH
 PositiveInt = Annotated[int, Field(ge=1)]
+BatchInt = Annotated[int, Field(ge=1, le=MAX_BATCH)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Strategy = Literal["ddp", "fsdp", "zero2", "zero3", "offload"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
-_NAME = re.compile(r"^[^/\x00\n\r\t]{1,100}$")
+#: Printable ASCII without '/': the run directory's name, Ray Train's run name (its metrics
+#: refuse other text), the Slurm job name and the source of the Kubernetes object names.
+_NAME = re.compile(r"^[\x20-\x2e\x30-\x7e]{1,100}$")
+#: What a process environment takes as a variable name (POSIX): Ray's workers, the Slurm
+#: script's `export` and a Kubernetes container's `env` refuse anything else.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # --------------------------------------------------------------------------- model
@@ -221,18 +230,18 @@ class TuningSpec(Section):
 
 
 class TrainSpec(Section):
-    global_batch_size: int = Field(default=16, ge=1)
+    global_batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
     """Samples per optimizer step across all devices: micro x accumulation x world, exactly."""
-    micro_batch_size: PositiveInt | Auto = "auto"
+    micro_batch_size: BatchInt | Auto = "auto"
     """Samples per device per forward pass (`auto`: the largest that the memory estimate fits)."""
-    grad_accum_steps: PositiveInt | Auto = "auto"
+    grad_accum_steps: BatchInt | Auto = "auto"
     """Micro batches per optimizer step (`auto`: global / (micro x world))."""
     batch_rounding: Literal["exact", "down", "up"] = "exact"
     """If the global batch is not divisible by the world size: fail (`exact`), or use the
     nearest valid size below/above (said loudly in the plan)."""
-    epochs: float = Field(default=1.0, gt=0)
+    epochs: float = Field(default=1.0, gt=0, le=1e6)
     """Passes over the training mixture (ignored when `max_steps` is set)."""
-    max_steps: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, le=10**12)
     """Optimizer steps to run (overrides `epochs`)."""
     lr: float = Field(default=1e-4, gt=0, le=1.0)
     """Peak learning rate of the language model (others via `tuning.lr_multipliers`)."""
@@ -264,7 +273,7 @@ class TrainSpec(Section):
     layer, any device), `liger` (Liger-Kernel's fused kernel: CUDA, `pip install
     'vlaunch[liger]'`), `auto` (Liger where it runs, else chunked; the plain loss, logged,
     where the model's output layer cannot be fused), or `plain` (the model's full logits)."""
-    seed: int = Field(default=42, ge=0)
+    seed: int = Field(default=42, ge=0, le=2**63 - 1)
     """Seed of weights init (LoRA), data order, dropout."""
     checkpoint_every: int = Field(default=200, ge=1)
     """Save a checkpoint every N optimizer steps (and at the end, and on SIGTERM/SIGUSR1)."""
@@ -277,7 +286,7 @@ class TrainSpec(Section):
     host_memory_every: int = Field(default=10, ge=1)
     """Sample each rank's host memory (RSS, loader workers, MemAvailable) for the metrics every
     N optimizer steps (and at the first and last)."""
-    timeout_minutes: float = Field(default=30.0, gt=0)
+    timeout_minutes: float = Field(default=30.0, gt=0, le=100_000)
     """Collective-communication (NCCL/gloo) timeout before a stalled rank is reported."""
     max_failures: int = Field(default=3, ge=0)
     """Worker-group restarts from the last checkpoint before the run fails (Ray FailureConfig)."""
@@ -362,8 +371,32 @@ class JobSpec(Section):
     @field_validator("name")
     @classmethod
     def _check_name(cls, v: str) -> str:
-        if not _NAME.match(v) or v in (".", ".."):
-            raise ValueError("a run name is 1-100 characters without '/', tabs or newlines")
+        if not v.isascii():
+            raise ValueError(
+                "a run name is ASCII text: it names the Ray Train run (whose metrics refuse "
+                "other characters), the Slurm job and the Kubernetes objects"
+            )
+        if not _NAME.match(v) or v in (".", "..") or v != v.strip():
+            raise ValueError(
+                "a run name is 1-100 printable ASCII characters, without '/', control "
+                "characters or spaces at either end, and not '.' or '..' (it names the run's "
+                "directory)"
+            )
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not ENV_NAME.match(k)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(repr(k) for k in bad[:5])}: not an environment variable name "
+                "(letters, digits and '_', not starting with a digit); the workers' "
+                "environment cannot take it"
+            )
+        nul = [k for k, value in v.items() if "\x00" in value]
+        if nul:
+            raise ValueError(f"{', '.join(nul[:5])}: a value holds a NUL character")
         return v
 
     @property
@@ -374,7 +407,15 @@ class JobSpec(Section):
             return root.rstrip("/") + "/" + self.name
         return str(Path(root).expanduser().absolute() / self.name)
 
-    def to_yaml(self) -> str:
-        """The resolved spec as YAML (every default written out)."""
-        data = self.model_dump(mode="json", by_alias=True)
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    def document(self, **dump: Any) -> dict[str, Any]:
+        """The spec as plain data to write or log anywhere (files, ConfigMaps, trackers):
+        `model_dump(mode="json", by_alias=True, **dump)` with secret-looking values redacted
+        (validation refuses them; this keeps one that got past it from being copied)."""
+        from vlaunch_core.secrets import redact
+
+        data: dict[str, Any] = redact(self.model_dump(mode="json", by_alias=True, **dump))
+        return data
+
+    def to_yaml(self, **dump: Any) -> str:
+        """The resolved spec as YAML (every default written out), secrets redacted."""
+        return yaml.safe_dump(self.document(**dump), sort_keys=False, allow_unicode=True)

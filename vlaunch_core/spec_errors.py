@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
@@ -72,8 +73,17 @@ def _type_hint(root: type[Section], loc: tuple[Any, ...]) -> str | None:
     field = parent.model_fields.get(loc[-1])
     if field is None or not field.description:
         return None
-    first = field.description.strip().split(". ")[0].split("\n")[0]
-    return first.rstrip(".")
+    return first_sentence(field.description)
+
+
+#: Where the first sentence of a description ends (not at "e.g." or "i.e.").
+_SENTENCE = re.compile(r"(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z`(])")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a field's description, on one line, without its period."""
+    joined = " ".join(text.split())
+    return _SENTENCE.split(joined)[0].rstrip(".")
 
 
 def pydantic_problems(error: ValidationError, root: type[Section]) -> list[Problem]:
@@ -98,7 +108,7 @@ def pydantic_problems(error: ValidationError, root: type[Section]) -> list[Probl
             desc = _type_hint(root, loc)
             hint = f"add '{where}' ({desc})" if desc else f"add '{where}'"
         else:
-            msg = err["msg"]
+            msg = str(err["msg"]).removeprefix("Value error, ")
             if "input" in err and not isinstance(err["input"], dict | list):
                 msg += f" (got {err['input']!r})"
             desc = _type_hint(root, loc)

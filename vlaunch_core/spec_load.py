@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vlaunch_core.errors import Problem, ProblemReport, UserError, raise_if_any
+from vlaunch_core.secrets import find_secrets
 from vlaunch_core.spec import JobSpec
 from vlaunch_core.spec_errors import dotted, field_at, pydantic_problems, union_free
 from vlaunch_core.spec_rules import cross_field_problems
@@ -72,6 +73,8 @@ def spec_from_dict(
     """Validate a dict as a job spec; paths are resolved against `base_dir`. With `check`,
     the cross-key rules, the model reference and cheap data facts are checked too."""
     spec, problems, dropped = _validate_repairing(raw)
+    if check:
+        problems = secret_problems(raw) + problems
     if spec is not None:
         spec = resolve_paths(spec, Path(base_dir))
         if check:
@@ -80,6 +83,21 @@ def spec_from_dict(
     if problems or spec is None:
         raise ProblemReport(title="invalid job spec", problems=problems, source=source)
     return spec
+
+
+def secret_problems(raw: dict[str, Any]) -> list[Problem]:
+    """Values that look like credentials, under any key (named, never echoed)."""
+    return [
+        Problem(
+            where,
+            f"looks like a {kind}; secrets never go in a job spec (it would be copied into "
+            "the run's files, checkpoints and the Kubernetes ConfigMap)",
+            "remove it: export it in the environment (local, Slurm) or use a Kubernetes "
+            "Secret (k8s.hf_token, k8s.wandb_api_key); tracking URIs take credentials from "
+            "the environment (e.g. MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)",
+        )
+        for where, kind in find_secrets(raw)
+    ]
 
 
 def _validate_repairing(raw: dict[str, Any]) -> tuple[JobSpec | None, list[Problem], list[str]]:

@@ -1,4 +1,9 @@
-"""`vlaunch convert FILE`: HF TrainingArguments JSON or VILA settings -> a job spec."""
+"""`vlaunch convert FILE`: HF TrainingArguments JSON or VILA settings -> a job spec.
+
+The spec goes to stdout (or `-o`); what became of every setting goes to stderr: what was
+mapped where, what was chosen differently from what the input's own tool would do, what has
+no vlaunch equivalent, and the shell variables with the values they got.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", metavar="JOB.yaml", help="write the spec here (default: stdout)"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="the value of a shell variable of the script (--set NNODES=2, --set 1=PATH for "
+        "its first argument), or a setting of a JSON/YAML file; repeatable",
+    )
+    parser.add_argument(
         "--nodes",
         type=int,
         default=None,
@@ -36,14 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from launcher.convert import convert, read_settings
+    from launcher.convert import convert, read_source
+    from launcher.convert_shell import parse_set
     from vlaunch_core.errors import ProblemReport, UserError
     from vlaunch_core.spec_load import spec_from_dict
 
     if args.output and Path(args.output).exists() and not args.force:
         raise UserError(f"{args.output} exists", hint="pass --force to overwrite it")
+    for flag in ("nodes", "gpus_per_node"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
+    source = read_source(args.file, parse_set(args.set))
     conv = convert(
-        read_settings(args.file), nodes=args.nodes, gpus_per_node=args.gpus_per_node, name=args.name
+        source.settings, nodes=args.nodes, gpus_per_node=args.gpus_per_node, name=args.name
     )
     text = yaml.safe_dump(conv.spec, sort_keys=False)
     header = f"# converted by `vlaunch convert {args.file}`\n"
@@ -53,16 +72,27 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(header + text)
 
     err = sys.stderr
-    print(f"mapped {len(conv.mapped)} setting(s)", file=err)
-    for key, reason in conv.ignored.items():
-        print(f"  ignored {key}: {reason}", file=err)
-    for key, value in conv.unmapped.items():
-        print(
-            f"  NOT MAPPED {key}={value!r}: no vlaunch equivalent; set it by hand if needed",
-            file=err,
-        )
-    for note in conv.notes:
-        print(f"  note: {note}", file=err)
+    if source.variables:
+        print("shell variables:", file=err)
+        for name, value in source.variables.items():
+            print(f"  ${name} = {value}", file=err)
+    print(f"mapped {len(conv.mapped)} setting(s):", file=err)
+    for key, target in conv.mapped.items():
+        print(f"  {key} -> {target}", file=err)
+    if conv.changed:
+        print("chosen differently (check these):", file=err)
+        for line in conv.changed:
+            print(f"  CHANGED {line}", file=err)
+    if conv.unmapped:
+        print("not mapped (no vlaunch equivalent; set it by hand if needed):", file=err)
+        for key, value in conv.unmapped.items():
+            print(f"  NOT MAPPED {key}={value!r}", file=err)
+    if conv.ignored:
+        print("ignored:", file=err)
+        for key, reason in conv.ignored.items():
+            print(f"  {key}: {reason}", file=err)
+    for note in [*source.notes, *conv.notes]:
+        print(f"note: {note}", file=err)
     try:
         spec_from_dict(conv.spec, base_dir=Path(args.file).parent, source="converted spec")
     except ProblemReport as report:

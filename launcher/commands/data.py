@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MAX_SYNTH = 1_000_000
+"""Samples per split `data synth` writes at most (each one is an image or a video file)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -156,8 +159,8 @@ def _synth(args: argparse.Namespace) -> int:
     from vlaunch_core.errors import did_you_mean
 
     for name in ("train", "eval", "video_train", "video_eval"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0")
+        if not 0 <= getattr(args, name) <= MAX_SYNTH:
+            raise UserError(f"--{name.replace('_', '-')} must be from 0 to {MAX_SYNTH}")
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     for f in formats:
         if f not in FORMATS:
@@ -347,9 +350,18 @@ def _with_progress(
 
     console = Console(stderr=True)
     hub = _hub()
-    if quiet or not console.is_terminal:
+    if quiet:
         return check_sources(sources, options, counter, hub=hub)
     total = sum(_bytes(s.data_path) for s in sources)
+    if not console.is_terminal:  # piped: a line now, one every 30 s with the ETA, one at the end
+        from trainer.progress import Steps
+
+        with Steps(f"checking {len(sources)} file(s)", total, unit="bytes", tty=False) as steps:
+
+            def advance(n: int) -> None:
+                steps.update(steps.done + n)
+
+            return check_sources(sources, options, counter, progress=advance, hub=hub)
     with Progress(
         TextColumn("checking"),
         BarColumn(),
@@ -376,8 +388,8 @@ def _bytes(data_path: Path | str) -> int:
 
 def _print_report(report: CheckReport, limit: int) -> None:
     from rich.console import Console
-    from rich.table import Table
 
+    from launcher.output import Column, print_table
     from vlaunch_core.data.problems import KINDS
 
     out = Console(highlight=False, soft_wrap=True)
@@ -395,13 +407,11 @@ def _print_report(report: CheckReport, limit: int) -> None:
         if len(shown) < len(items):
             out.print(f"  ... and {len(items) - len(shown)} more (--limit 0 or --json for all)")
     s = report.summary()
-    table = Table(title="data check", show_header=True)
-    table.add_column("dataset")
-    table.add_column("file")
-    for col in ("x", "samples", "images", "videos", "problems"):
-        table.add_column(col, justify="right")
-    for d in report.datasets:
-        table.add_row(
+    sys.stdout.flush()
+    columns = [Column("dataset", keep=True), Column("file", keep=True)]
+    columns += [Column(c, right=True) for c in ("x", "samples", "images", "videos", "problems")]
+    rows = [
+        (
             d.name,
             _short(d.file),
             str(d.repeat),
@@ -410,7 +420,9 @@ def _print_report(report: CheckReport, limit: int) -> None:
             str(d.videos),
             str(d.problems),
         )
-    out.print(table)
+        for d in report.datasets
+    ]
+    print_table("data check", columns, rows)
     tok = s["tokens"]
     if tok:
         out.print(

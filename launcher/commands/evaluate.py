@@ -89,19 +89,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(evaluation: Evaluation, out: object) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from launcher.output import Column, print_table
 
     r = evaluation.result
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.1%}"
 
-    table = Table(title=f"Held-out evaluation: {evaluation.key}")
-    for col in ("data", "weights", "samples", "loss", "exact match", "chance"):
-        table.add_column(col, justify="left" if col in ("data", "weights") else "right")
     step = f" (step {evaluation.step})" if evaluation.step is not None else ""
-    table.add_row(
+    columns = [Column("data", keep=True), Column("weights", keep=True)]
+    columns += [Column(c, right=True) for c in ("samples", "loss", "exact match", "chance")]
+    row = (
         evaluation.data,
         evaluation.weights + step,
         str(r.total),
@@ -109,14 +107,9 @@ def _print_table(evaluation: Evaluation, out: object) -> None:
         f"{pct(r.accuracy)} ({r.correct}/{r.total})",
         pct(r.chance),
     )
-    console = Console()
-    console.print(table)
+    print_table(f"Held-out evaluation: {evaluation.key}", columns, [row])
     if r.examples:
-        ex = Table(title="examples", show_header=True)
-        ex.add_column("reference")
-        ex.add_column("prediction")
-        for e in r.examples:
-            ex.add_row(e["reference"], e["prediction"])
-        console.print(ex)
+        rows = [(e["reference"], e["prediction"]) for e in r.examples]
+        print_table("examples", ["reference", "prediction"], rows)
     if out is not None:
-        console.print(f"written to {out}", highlight=False)
+        print(f"written to {out}")

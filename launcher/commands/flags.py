@@ -22,40 +22,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import types
 import typing
 from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from vlaunch_core.spec_errors import first_sentence
+from vlaunch_core.spec_fields import field_of, kind_of
+
 DEST = "_spec__"
 """Prefix of the argparse `dest` of every generated flag (then the dotted key, `.` -> `__`)."""
 
-#: Where the first sentence of a description ends (not at "e.g." or "i.e.").
-_SENTENCE = re.compile(r"(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z`])")
-
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
-
-
-def field_of(dotted: str) -> FieldInfo:
-    """The pydantic field of a dotted spec key (`k8s.volume.size`)."""
-    from vlaunch_core.spec import JobSpec
-    from vlaunch_core.spec_errors import annotation_model
-
-    model: Any = JobSpec
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        model = annotation_model(model.model_fields[part].annotation)
-    field: FieldInfo = model.model_fields[parts[-1]]
-    return field
 
 
 def field_help(dotted: str, field: FieldInfo | None = None) -> str:
     """The first sentence of the key's description, and the key it sets."""
     field = field or field_of(dotted)
-    text = " ".join((field.description or "").split())
-    first = _SENTENCE.split(text)[0].rstrip(".")
+    first = first_sentence(field.description or "")
     return f"{first} (= {dotted})".replace("%", "%%")
 
 
@@ -67,35 +51,6 @@ def _choices(annotation: Any) -> tuple[str, ...] | None:
     if len(args) == 1 and typing.get_origin(args[0]) is typing.Literal:
         return _choices(args[0])
     return None
-
-
-def _is_text(annotation: Any) -> bool:
-    """`str`, `str | None` or a `Literal` of strings (`| None`)."""
-    if annotation is str:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return all(isinstance(a, str) for a in typing.get_args(annotation))
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return bool(args) and all(_is_text(a) for a in args)
-    return False
-
-
-def kind_of(annotation: Any) -> str:
-    """How a field is written on the command line: bool, int, float, text, text-list or yaml."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if annotation is bool:
-        return "bool"
-    if annotation is int or (typing.get_origin(annotation) is not None and args == [int]):
-        return "int"
-    if annotation is float or (typing.get_origin(annotation) is not None and args == [float]):
-        return "float"
-    if _is_text(annotation):
-        return "text"
-    if typing.get_origin(annotation) is list and args and _is_text(args[0]):
-        return "text-list"
-    return "yaml"
 
 
 def encode(dotted: str, value: Any) -> str:

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             f"Image-text-to-text architectures of this transformers ({len(rows)}; {n} "
             "verified by vlaunch's test matrix; `vlaunch models NAME` for details)",
             rows,
+            skip=("video",),  # `videos` says it
         )
     return 0
 
@@ -67,6 +68,7 @@ def model_details(name: str) -> dict[str, Any]:
     """Parts, layer classes, LoRA targets and parameter counts of a model type or model."""
     from trainer.models.catalog import architectures
     from trainer.models.describe import describe_model_type
+    from trainer.models.media import MediaSupport
     from vlaunch_core.models.catalog import check_supported, describe
     from vlaunch_core.spec import ModelSpec
 
@@ -111,6 +113,7 @@ def model_details(name: str) -> dict[str, Any]:
         "unused": list(d.unused_prefixes),
         "video": d.video,
         "multi_image": d.multi_image,
+        "media": MediaSupport.of(d).statement(),
         "quirks": list(d.notes),
     }
 
@@ -132,25 +135,19 @@ def preset_rows() -> list[dict[str, Any]]:
 
 
 def _print_table(title: str, rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from launcher.output import Column, print_table
 
-    table = Table(title=title)
     keys = [k for k in rows[0] if k not in skip]
-    for key in keys:
-        table.add_column(key.replace("_", " "), overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row[k]) for k in keys))
-    Console().print(table)
+    columns = [
+        Column(k.replace("_", " "), keep=k in ("model_type", "preset", "class")) for k in keys
+    ]
+    print_table(title, columns, [[_cell(row[k]) for k in keys] for row in rows])
 
 
 def _print_details(details: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from launcher.output import Column, print_table
 
-    table = Table(title=f"{details['model_type']} ({details['model']})", show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value", overflow="fold")
+    rows = []
     for key, value in details.items():
         if key in ("model", "model_type"):
             continue
@@ -159,8 +156,13 @@ def _print_details(details: dict[str, Any]) -> None:
             text = "\n".join(f"{k}: {v:,}" for k, v in value.items())
         elif isinstance(value, list):
             text = "\n".join(str(v) for v in value) or "-"
-        table.add_row(key.replace("_", " "), _cell(text))
-    Console().print(table)
+        rows.append((key.replace("_", " "), _cell(text)))
+    print_table(
+        f"{details['model_type']} ({details['model']})",
+        [Column("key"), Column("value", keep=True)],
+        rows,
+        show_header=False,
+    )
 
 
 def _cell(value: Any) -> str:

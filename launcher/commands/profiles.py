@@ -17,30 +17,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from launcher.commands.common import print_json
+    from launcher.output import Column, print_table
     from vlaunch_core.profiles import all_profiles, detect_local_profile
 
     profiles = all_profiles(args.file)
     if args.json:
         print_json({name: p.model_dump() for name, p in sorted(profiles.items())})
         return 0
-    table = Table(title=f"hardware profiles (auto = {detect_local_profile()} here)")
-    for col in (
-        "name",
-        "device memory",
-        "bf16",
-        "GPUs/node",
-        "host RAM",
-        "CPUs",
-        "peak TFLOP/s",
-        "description",
-    ):
-        table.add_column(col, justify="right" if col not in ("name", "description") else "left")
-    for name, p in sorted(profiles.items()):
-        table.add_row(
+    columns = [
+        Column("name", keep=True),
+        Column("device memory", right=True),
+        Column("bf16", right=True),
+        Column("GPUs/node", right=True),
+        Column("host RAM", right=True),
+        Column("CPUs", right=True),
+        Column("peak TFLOP/s", right=True),
+        Column("description"),
+    ]
+    rows = [
+        (
             name,
             f"{p.gpu_memory_mib / 1024:.1f} GiB",
             "yes" if p.bf16 else "no",
@@ -50,5 +46,7 @@ def run(args: argparse.Namespace) -> int:
             f"{p.peak_tflops:g}" if p.peak_tflops else "-",
             p.description,
         )
-    Console().print(table)
+        for name, p in sorted(profiles.items())
+    ]
+    print_table(f"hardware profiles (auto = {detect_local_profile()} here)", columns, rows)
     return 0

@@ -70,9 +70,12 @@ def with_variant(path: str, overrides: list[str], user_overrides: list[str]) -> 
     """`overrides` and then the overrides of the spec's variant (`--variant` or
     `slurm.variant`), which the user's own `key=value` overrides must not contradict."""
     from launcher.slurm.variants import check_conflicts, variant_overrides
-    from vlaunch_core.spec_load import load_spec
+    from vlaunch_core.spec_load import ProblemReport, load_spec
 
-    variant = load_spec(path, overrides, check=False).slurm.variant
+    try:
+        variant = load_spec(path, overrides, check=False).slurm.variant
+    except ProblemReport:  # the full validation that follows reports every problem
+        return overrides
     if variant is None:
         return overrides
     check_conflicts(variant, user_overrides)
@@ -98,5 +101,5 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
 def run(args: argparse.Namespace) -> int:
     from launcher.slurm.backend import SlurmBackend
 
-    backend = SlurmBackend(in_allocation=args.in_allocation)
+    backend = SlurmBackend(in_allocation=args.in_allocation, ask_cluster=not args.dry_run)
     return run_launch(backend, args.job, overrides_from_args(args), dry_run=args.dry_run)

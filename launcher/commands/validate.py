@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_job(args)
     if args.json:
-        print_json(spec.model_dump(mode="json", by_alias=True))
+        print_json(spec.document())
     else:
         print(f"# {args.job}: valid. Resolved spec (every default written out):")
         print(spec.to_yaml(), end="")

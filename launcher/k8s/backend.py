@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from launcher.pipeline import Backend, Scheduled
-from vlaunch_core.errors import UserError
+from vlaunch_core.errors import Problem, raise_if_any
 
 if TYPE_CHECKING:
     from launcher.jobs import JobStatus
@@ -73,12 +73,28 @@ class KubernetesBackend(Backend[KubernetesRequest]):
         return KubernetesControl(self.api_client)
 
     def check(self, spec: JobSpec) -> None:
+        problems = []
         if spec.resources.profile == "auto":
-            raise UserError(
-                "resources.profile is 'auto', which would describe this machine, not the cluster",
-                hint="name the cluster nodes' hardware profile: --profile h100-80gb (see "
-                "`vlaunch profiles`), or --profile cpu",
+            problems.append(
+                Problem(
+                    "resources.profile",
+                    "'auto' would describe this machine, not the cluster",
+                    "name the cluster nodes' hardware profile: --profile h100-80gb (see "
+                    "`vlaunch profiles`), or --profile cpu",
+                )
             )
+        if spec.k8s.image is None:
+            problems.append(
+                Problem(
+                    "k8s.image",
+                    "no container image: the pods need one with vlaunch and the training stack, "
+                    "and none is published",
+                    "build and push it (docs/containers.md: `docker build -f docker/Dockerfile "
+                    "-t REGISTRY/vlaunch:0.1.0-cuda .`), then --image REGISTRY/vlaunch:0.1.0-cuda "
+                    "or k8s.image in the job spec",
+                )
+            )
+        raise_if_any("cannot run this job on Kubernetes", problems)
 
     def submit_dryrun(self, spec: JobSpec, plan: Plan) -> KubernetesRequest:
         from launcher.k8s.chart import render

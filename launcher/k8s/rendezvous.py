@@ -96,6 +96,14 @@ def worker(
     """Join the head as a Ray worker and return the exit code the pod should have."""
     stop = stop or threading.Event()
     deadline = time.monotonic() + wait
+    if not reachable(head, ray_port):
+        logger.info(
+            "waiting up to %gs (until %s) for the Ray head %s:%d",
+            wait,
+            time.strftime("%H:%M:%S", time.localtime(time.time() + wait)),
+            head,
+            ray_port,
+        )
     while not reachable(head, ray_port):
         if time.monotonic() >= deadline or stop.wait(poll):
             logger.error("the Ray head %s:%d did not come up within %gs", head, ray_port, wait)

@@ -18,18 +18,18 @@ from vlaunch_core.errors import UserError
 from vlaunch_core.section import Section
 
 if TYPE_CHECKING:
-    from vlaunch_core.k8s_options import KubernetesOptions
     from vlaunch_core.plan import Plan
-    from vlaunch_core.profiles import World
     from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
-#: Share of a node's cores and host memory that a pod requests by default (the rest is left
-#: to the kubelet, the container runtime and daemon sets).
+#: Share of a node's cores and host memory a pod may request at most (the rest is left to the
+#: kubelet, the container runtime and daemon sets).
 NODE_SHARE = 0.9
 #: Memory per worker process on the `cpu` profile.
 CPU_WORKER_MEMORY_GIB = 4
+#: Host memory a pod requests beyond the plan's prediction of it (as memory_headroom on GPUs).
+HOST_MEMORY_MARGIN = 0.10
 #: `k8s:` keys that are not chart values: the namespace is the release's.
 NOT_VALUES = ("namespace",)
 
@@ -76,27 +76,45 @@ def pod_output_dir(spec: JobSpec) -> str:
     return str(path)
 
 
-def default_requests(opts: KubernetesOptions, world: World) -> tuple[str, str]:
-    """CPU and memory requests per pod: the spec's, else derived from the hardware profile."""
+def pod_requests(spec: JobSpec, plan: Plan) -> tuple[str, str]:
+    """CPU and memory requests per pod (memory is also the limit): the spec's `k8s.cpu` and
+    `k8s.memory`, else sized for the pod's GPUs, `k8s.cpu_per_gpu` cores and
+    `k8s.memory_per_gpu_gib` GiB each (the chart's own rule for `helm install`), never more
+    than 90% of the profile's node, and memory at least the plan's host-memory prediction
+    plus 10%. On the `cpu` profile: a core and 4 GiB per worker process."""
+    opts, world = spec.k8s, plan.world
     prof = world.profile
-    if prof.is_gpu:
-        cpu = str(max(1, math.floor(prof.cpus_per_node * NODE_SHARE)))
-        memory = f"{max(1, math.floor(prof.host_memory_gib * NODE_SHARE))}Gi"
-    else:
-        cpu = str(world.gpus_per_node)
-        memory = f"{CPU_WORKER_MEMORY_GIB * world.gpus_per_node}Gi"
-    return opts.cpu or cpu, opts.memory or memory
+    if not prof.is_gpu:
+        workers = world.gpus_per_node
+        return opts.cpu or str(workers), opts.memory or f"{CPU_WORKER_MEMORY_GIB * workers}Gi"
+    gpus = world.gpus_per_node
+    cpu_cap = max(1, math.floor(prof.cpus_per_node * NODE_SHARE))
+    memory_cap = max(1, math.floor(prof.host_memory_gib * NODE_SHARE))
+    cpu = min(opts.cpu_per_gpu * gpus, cpu_cap)
+    memory = min(opts.memory_per_gpu_gib * gpus, memory_cap)
+    host = plan.host_memory
+    if host is not None and opts.memory is None:
+        needed = math.ceil(host.total * (1 + HOST_MEMORY_MARGIN) / 1024**3)
+        if needed > memory:
+            logger.info(
+                "memory request per pod raised from %d Gi to %d Gi: the plan predicts %.0f GiB "
+                "of host memory per node (plus 10%%)",
+                memory,
+                min(needed, memory_cap),
+                host.total / 1024**3,
+            )
+            memory = min(needed, memory_cap)
+    return opts.cpu or str(cpu), opts.memory or f"{memory}Gi"
 
 
 def chart_values(spec: JobSpec, plan: Plan) -> dict[str, Any]:
     """The finetune-job chart's values for `spec` with its `plan` (on the plan's world)."""
     opts = spec.k8s
     world = plan.world
-    cpu, memory = default_requests(opts, world)
+    cpu, memory = pod_requests(spec, plan)
     values: dict[str, Any] = {
+        "job": {"spec": spec.to_yaml(), "plan": plan.to_json_text()},
         "runName": spec.name,
-        "job": spec.to_yaml(),
-        "plan": plan.to_json_text(),
         "nodes": world.nodes,
         "gpusPerNode": world.gpus_per_node if world.profile.is_gpu else 0,
         "outputDir": pod_output_dir(spec),

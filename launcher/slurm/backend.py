@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from launcher.pipeline import Backend, Scheduled
 from launcher.slurm import control
 from launcher.slurm.render import SlurmRequest, build_request, check_spec
-from launcher.slurm.submit import Runner, run_command, submit, write_files
+from launcher.slurm.submit import Runner, partition_limits, run_command, submit, write_files
 
 if TYPE_CHECKING:
     from launcher.jobs import JobStatus
@@ -31,15 +31,32 @@ class SlurmBackend(Backend[SlurmRequest]):
 
     name = "slurm"
 
-    def __init__(self, *, runner: Runner = run_command, in_allocation: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        runner: Runner = run_command,
+        in_allocation: bool = False,
+        ask_cluster: bool = False,
+    ) -> None:
+        """`ask_cluster`: size the defaults for the partition's nodes as `sinfo` describes
+        them (a submission); without, for the hardware profile's node (a dry-run: no
+        cluster needed, the same script everywhere)."""
         self.runner = runner
         self.in_allocation = in_allocation
+        self.ask_cluster = ask_cluster
 
     def check(self, spec: JobSpec) -> None:
         check_spec(spec, in_allocation=self.in_allocation)
 
     def submit_dryrun(self, spec: JobSpec, plan: Plan) -> SlurmRequest:
-        return build_request(spec, plan, in_allocation=self.in_allocation)
+        node = None
+        if self.ask_cluster and not self.in_allocation:
+            node = partition_limits(spec.slurm.partition, self.runner)
+        request = build_request(spec, plan, in_allocation=self.in_allocation, node=node)
+        if self.ask_cluster:  # a dry-run lists them with what it would do
+            for note in request.notes:
+                logger.info("%s", note)
+        return request
 
     def schedule(self, request: SlurmRequest) -> Scheduled:
         if self.in_allocation:

@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from launcher.slurm.resources import NodeLimits, node_request
 from vlaunch_core.errors import Problem, raise_if_any
 from vlaunch_core.slurm_options import time_limit_seconds
 
@@ -112,6 +113,8 @@ class SlurmRequest:
     plan_path: Path
     log_dir: Path
     partition: str | None = None
+    notes: tuple[str, ...] = ()
+    """How defaults were fitted to the nodes (`--cpus-per-task`, `--mem`), one line each."""
 
     @property
     def files(self) -> dict[Path, str]:
@@ -135,9 +138,10 @@ class SlurmRequest:
         return self.script
 
     def describe(self) -> str:
-        """What submitting would do, one line per action."""
+        """What submitting would do, one line per action (and how defaults were fitted)."""
         lines = [f"write {path}" for path in self.files]
         lines.append("run   " + shlex.join(self.sbatch_argv))
+        lines += [f"note  {note}" for note in self.notes]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -226,7 +230,7 @@ def submitted_yaml(spec: JobSpec) -> str:
     that the rules about explicitly set keys pass again when `vlaunch run` loads it."""
     import yaml
 
-    data = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    data = spec.document(exclude_unset=True)
     head = "# Written by `vlaunch slurm`: the job spec as submitted. Do not edit.\n"
     return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
@@ -244,8 +248,19 @@ def _tuning_summary(spec: JobSpec) -> str:
     return text
 
 
-def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> SlurmRequest:
-    """The request that runs `spec` (validated, variant applied) with `plan` (its plan)."""
+def container_name(image: str) -> str:
+    """The pyxis container name of an image: every step of a job names it, so the image is
+    imported once per node (pyxis reuses a named container); a hash of the image, so that a
+    site whose named containers outlive the job never hands one image's container to
+    another."""
+    return "vlaunch-" + hashlib.sha256(image.encode()).hexdigest()[:12]
+
+
+def build_request(
+    spec: JobSpec, plan: Plan, *, in_allocation: bool = False, node: NodeLimits | None = None
+) -> SlurmRequest:
+    """The request that runs `spec` (validated, variant applied) with `plan` (its plan);
+    `node`: the partition's smallest node, when the cluster was asked."""
     check_spec(spec, in_allocation=in_allocation)
     s = spec.slurm
     spec = spec.model_copy(deep=True)
@@ -254,12 +269,8 @@ def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> 
     profile = world.profile
     gpus = world.gpus_per_node if profile.is_gpu else 0
     procs_per_node = world.gpus_per_node
-    if s.cpus_per_task is not None:
-        cpus = s.cpus_per_task
-    elif profile.is_gpu:
-        cpus = max(1, profile.cpus_per_node // profile.gpus_per_node) * world.gpus_per_node
-    else:
-        cpus = profile.cpus_per_node
+    asked = node_request(spec, plan, node)
+    cpus = asked.cpus
     threads = max(1, cpus // procs_per_node)
 
     job_name = slurm_job_name(spec.name)
@@ -282,11 +293,11 @@ def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> 
         ("qos", s.qos),
         ("time", s.time),
         ("constraint", s.constraint),
-        ("mem", s.mem),
+        ("mem", asked.mem),
     ):
         if value is not None:
             header.append(f"--{flag}={sbatch_quote(value)}")
-    if s.exclusive:
+    if asked.exclusive:
         header.append("--exclusive")
     # `%` in a path is a Slurm filename pattern unless doubled.
     output = str(log_dir).replace("%", "%%") + "/%x-%j.out"
@@ -296,6 +307,7 @@ def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> 
     container: list[str] = []
     if s.container_image:
         container.append(f"--container-image={s.container_image}")
+        container.append(f"--container-name={container_name(s.container_image)}")
         if s.container_mounts:
             container.append(f"--container-mounts={','.join(s.container_mounts)}")
 
@@ -323,6 +335,7 @@ def build_request(spec: JobSpec, plan: Plan, *, in_allocation: bool = False) -> 
         )
     )
     return SlurmRequest(
+        notes=asked.notes,
         job_name=job_name,
         script=script,
         script_path=script_path,

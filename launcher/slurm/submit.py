@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 
 from launcher.slurm.render import SlurmRequest
+from launcher.slurm.resources import SINFO_FORMAT, NodeLimits, parse_sinfo
 from vlaunch_core.errors import UserError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,24 @@ def check_partition(partition: str | None, runner: Runner = run_command) -> None
                 f"Slurm has no partition '{name}'.{did_you_mean(name, known)}",
                 hint=f"partitions here: {', '.join(known)} (slurm.partition / --partition)",
             )
+
+
+def partition_limits(partition: str | None, runner: Runner) -> NodeLimits | None:
+    """Ask the cluster for the smallest node of the partition; None (logged) when it cannot
+    be asked or says nothing about it (`vlaunch slurm` then checks the partition itself)."""
+    argv = ["sinfo", "-h", "-N", "-o", SINFO_FORMAT]
+    try:
+        proc = runner(argv)
+    except UserError as e:  # no sinfo, or no answer
+        logger.info("cannot ask Slurm for the nodes' size (%s): sizes from the profile", e.message)
+        return None
+    if proc.returncode != 0:
+        logger.info("`sinfo` failed: sizes from the profile (%s)", proc.stderr.strip())
+        return None
+    try:
+        return parse_sinfo(proc.stdout, partition)
+    except ValueError:
+        raise SlurmCommandError("could not read the node sizes sinfo printed", proc) from None
 
 
 def parse_job_id(proc: subprocess.CompletedProcess[str]) -> str:

@@ -22,21 +22,24 @@ CRD = Path(__file__).parent / "schemas" / "ray.io_rayjobs.yaml.gz"  # see schema
 KUBE_VERSIONS = ("1.29.0", "1.33.0")
 
 JOB = "name: chart-test\nmodel:\n  name_or_path: tiny:llava\ndata:\n  mixture: shapes\n"
+#: An image for the value sets (the chart requires one; none is published).
+IMAGE = "registry.example.com/ml/vlaunch:0.1.0-cuda"
 
 #: Value sets the chart is rendered with (chart level: no vlaunch in between).
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "cpu-1node": {
         "runName": "cpu-run",
-        "job": JOB,
+        "job": {"spec": JOB},
         "nodes": 1,
         "gpusPerNode": 0,
-        "image": "ghcr.io/vlaunch/vlaunch:0.1.0-cpu",
+        "image": "registry.example.com/ml/vlaunch:0.1.0-cpu",
         "cpu": "2",
         "memory": "8Gi",
     },
     "gpu-4x8": {
         "runName": "gpu-run",
-        "job": JOB,
+        "job": {"spec": JOB},
+        "image": IMAGE,
         "nodes": 4,
         "gpusPerNode": 8,
         "cpu": "100",
@@ -65,7 +68,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "pvc-and-secrets": {
         "runName": "secret-run",
-        "job": JOB,
+        "job": {"spec": JOB},
+        "image": IMAGE,
         "nodes": 2,
         "gpusPerNode": 8,
         "volume": {"storageClass": "fast-rwx", "size": "2Ti", "mountPath": "/data"},
@@ -76,14 +80,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "existing-claim": {
         "runName": "claim-run",
-        "job": JOB,
+        "job": {"spec": JOB},
+        "image": IMAGE,
         "nodes": 2,
         "gpusPerNode": 4,
         "volume": {"existingClaim": "team-checkpoints"},
     },
     "kuberay-4x8": {
         "runName": "ray-run",
-        "job": JOB,
+        "job": {"spec": JOB},
+        "image": IMAGE,
         "nodes": 4,
         "gpusPerNode": 8,
         "kuberay": {"enabled": True},
@@ -92,7 +98,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "kuberay-1node": {
         "runName": "ray-small",
-        "job": JOB,
+        "job": {"spec": JOB},
+        "image": IMAGE,
         "nodes": 1,
         "gpusPerNode": 0,
         "kuberay": {"enabled": True},

@@ -71,9 +71,10 @@ def test_helm_lint_strict_passes(name: str) -> None:
     assert report["errors"] == [] and problems == [], report
 
 
-def test_lint_without_a_job_spec_fails_naming_it() -> None:
+def test_lint_without_the_required_values_fails_naming_them() -> None:
     report = helm_python.lint(str(CHART), None, strict=True)
-    assert any("/job" in e and "minLength" in e for e in report["errors"]), report
+    errors = " ".join(report["errors"])
+    assert "/job/spec" in errors and "/image" in errors, report
 
 
 @pytest.mark.parametrize(
@@ -133,8 +134,21 @@ def test_hostile_run_names_become_bounded_dns_labels(raw: str) -> None:
 
 
 def test_short_names_are_kept_readable() -> None:
-    assert render(values("cpu-1node", runName="My Run_2"), "ml").run_name == "my-run-2"
+    assert render(values("cpu-1node", runName="my-run-2"), "ml").run_name == "my-run-2"
     assert render(values("cpu-1node", runName="a" * 40), "ml").run_name == "a" * 40
+    changed = render(values("cpu-1node", runName="My Run_2"), "ml").run_name
+    assert changed.startswith("my-run-2-") and len(changed) == len("my-run-2-") + 6
+
+
+@pytest.mark.parametrize(
+    "names", [("Demo", "demo", "DEMO_", "demo_", "de mo"), ("名前", "名字", "run")]
+)
+def test_distinct_run_names_get_distinct_objects(names: tuple[str, ...]) -> None:
+    """Normalisation alone made these one name: the second launch was refused as existing
+    and the runs shared a volume."""
+    rendered = [render(values("cpu-1node", runName=n), "ml").run_name for n in names]
+    assert len(set(rendered)) == len(names), rendered
+    assert all(len(n) <= 40 and DNS_1035.match(n) for n in rendered)
 
 
 def test_indexed_job_runs_head_and_workers() -> None:
@@ -155,7 +169,7 @@ def test_indexed_job_runs_head_and_workers() -> None:
     config = next(o for o in rendered.objects if o["kind"] == "ConfigMap")
     script = config["data"]["entrypoint.sh"]
     assert "ray start --head" in script and "vlaunch run /etc/vlaunch/job.yaml" in script
-    assert config["data"]["job.yaml"].strip() == VALUE_SETS["gpu-4x8"]["job"].strip()
+    assert config["data"]["job.yaml"].strip() == VALUE_SETS["gpu-4x8"]["job"]["spec"].strip()
 
 
 def test_kuberay_mode_renders_a_rayjob() -> None:
@@ -180,8 +194,9 @@ def test_rayjob_schema_check_is_strict() -> None:
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_pods_are_non_root_and_get_resources(name: str) -> None:
-    v = values(name)
-    rendered = render(v, "ml")
+    with helm_python.Chart.load(str(CHART)) as chart:
+        v = chart.merge_values(values(name))  # with the chart's defaults, as Helm renders
+    rendered = render(values(name), "ml")
     for template in pod_templates(rendered):
         pod = template["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -196,6 +211,12 @@ def test_pods_are_non_root_and_get_resources(name: str) -> None:
         (c,) = pod["containers"]
         gpus = c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)
         assert gpus == v["gpusPerNode"]
+        requests = c.get("resources", {}).get("requests", {})
+        per_gpu = (str(v["cpuPerGpu"] * gpus), f"{v['memoryPerGpuGib'] * gpus}Gi") if gpus else ()
+        expected = (
+            (v["cpu"] or per_gpu[0], v["memory"] or per_gpu[1]) if gpus else (v["cpu"], v["memory"])
+        )
+        assert (requests.get("cpu", ""), requests.get("memory", "")) == expected
         volumes = {vol["name"]: vol for vol in pod["volumes"]}
         assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
         assert volumes["dshm"]["emptyDir"]["sizeLimit"] == "16Gi"
@@ -214,7 +235,7 @@ def test_pods_are_non_root_and_get_resources(name: str) -> None:
             ("priorityClass", "priorityClassName"),
             ("serviceAccount", "serviceAccountName"),
         ):
-            assert pod.get(field) == v.get(key), key
+            assert pod.get(field) == (v.get(key) or None), key
 
 
 def test_claim_is_created_kept_or_reused() -> None:

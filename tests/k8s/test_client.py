@@ -30,7 +30,7 @@ from vlaunch_core.errors import UserError
 from vlaunch_core.plan import make_plan
 from vlaunch_core.spec_load import load_spec
 
-NAME = "tiny-llava-on-k8s"
+NAME = "tiny-llava-on-k8s-9df5b4"  # the chart: normalised, with a hash of the raw name
 HANDLE = f"k8s:ml/{NAME}"
 
 
@@ -406,4 +406,11 @@ def test_the_configmap_hands_the_launch_plan_to_vlaunch_run(
 
 def test_cli_wants_the_clusters_hardware_profile() -> None:
     code, _, err = run_cli(["k8s", str(SPECS / "tiny.yaml"), "--profile", "auto", "--dry-run"])
-    assert code == 2 and "resources.profile is 'auto'" in err and "--profile" in err
+    assert code == 2 and "resources.profile: 'auto'" in err and "--profile" in err
+
+
+def test_cli_wants_an_image() -> None:
+    code, out, err = run_cli(["k8s", str(SPECS / "tiny.yaml"), "k8s.image=null", "--dry-run"])
+    assert (code, out) == (2, "")
+    assert "k8s.image: no container image" in err
+    assert "docs/containers.md" in err and "--image" in err

@@ -244,10 +244,22 @@ def test_head_pod_exits_with_the_drivers_code(
     assert log[0].startswith(
         "ray start --head --port=6379 --node-ip-address=127.0.0.1 --num-gpus=8"
     )
+    # No plan from a launch (a plain `helm install`): the driver plans for this Job's pods.
     assert log[1] == (
-        "vlaunch run /etc/vlaunch/job.yaml --ray-address 127.0.0.1:6379 output.dir=/workspace/runs"
+        "vlaunch run /etc/vlaunch/job.yaml --ray-address 127.0.0.1:6379 resources.nodes=1 "
+        "resources.gpus_per_node=8 output.dir=/workspace/runs"
     )
     assert log[-1] == "ray stop --force"
+
+
+def test_head_pod_passes_the_launchs_plan(fake_bin: Path, tmp_path: Path) -> None:
+    proc = run_entrypoint(fake_bin, tmp_path, 0, VLAUNCH_PLAN="/etc/vlaunch/plan.json")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert calls(tmp_path / "calls")[1] == (
+        "vlaunch run /etc/vlaunch/job.yaml --ray-address 127.0.0.1:6379 --plan "
+        "/etc/vlaunch/plan.json output.dir=/workspace/runs"
+    )
 
 
 @pytest.mark.parametrize("index", [0, 1])

@@ -62,7 +62,6 @@ def test_chart_defaults_match_the_spec_defaults() -> None:
     computed = {
         "runName",
         "job",
-        "plan",
         "nodes",
         "gpusPerNode",
         "outputDir",
@@ -74,6 +73,9 @@ def test_chart_defaults_match_the_spec_defaults() -> None:
         if key in computed:
             continue
         expected = vals[key]
+        if key == "image":  # required: no default in either
+            assert (default, KubernetesOptions().image) == ("", None)
+            continue
         if expected is None:  # None in the spec, "" or {} in values.yaml (Helm drops nulls)
             assert default in ("", {}), key
         elif isinstance(expected, dict):
@@ -94,13 +96,13 @@ def test_values_follow_the_spec_and_plan() -> None:
     )
     vals = chart_values(s, make_plan(s))
     assert (vals["nodes"], vals["gpusPerNode"]) == (4, 8)
-    assert vals["cpu"] == "100"  # 90% of the profile's 112 cores
-    assert vals["memory"] == "1843Gi"  # 90% of its 2048 GiB
+    assert vals["cpu"] == "80"  # 10 cores per GPU
+    assert vals["memory"] == "800Gi"  # 100 GiB per GPU
     assert vals["hfToken"] == {"name": "hf-token", "key": "token"}
     assert vals["kuberay"] == {"enabled": True, "rayVersion": "2.60.0"}
     assert vals["shmSize"] == "64"
     assert vals["runName"] == "Tiny LLaVA on K8s"
-    assert vals["job"] == s.to_yaml()
+    assert vals["job"] == {"spec": s.to_yaml(), "plan": make_plan(s).to_json_text()}
     cpu = spec()
     cpu_vals = chart_values(cpu, make_plan(cpu))
     assert (cpu_vals["gpusPerNode"], cpu_vals["cpu"], cpu_vals["memory"]) == (0, "2", "8Gi")

@@ -37,7 +37,7 @@ BIG_JOB = {
     "resources": {"profile": "a100-40gb", "nodes": 1, "gpus_per_node": 8},
     "output": {"dir": "runs"},
     "slurm": {"partition": "gpu"},
-    "k8s": {"namespace": "ml"},
+    "k8s": {"namespace": "ml", "image": "registry.example.com/ml/vlaunch:0.1.0-cuda"},
 }
 
 

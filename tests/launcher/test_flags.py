@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher.cli import build_parser
+from launcher.cli import UsageError, build_parser
 from launcher.commands.flags import DEST, flag_overrides
 from vlaunch_core.spec_load import load_spec
 
@@ -107,5 +107,5 @@ def test_every_spec_flag_comes_from_the_one_generator() -> None:
     ],
 )
 def test_choices_and_numbers_are_checked_on_the_command_line(argv: list[str]) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError):  # main() prints it (as JSON with --json), exit 2
         build_parser().parse_known_args(argv)

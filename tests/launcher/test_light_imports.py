@@ -51,7 +51,7 @@ def run_probe(argv: list[str]) -> dict[str, object]:
             "16",
             "--gpus-per-node",
             "8",
-            "train.global_batch_size=2048",
+            "train.global_batch_size=512",
             "train.grad_accum_steps=2",
             "--json",
         ],

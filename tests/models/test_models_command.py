@@ -71,3 +71,40 @@ def test_details_of_a_model(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_name_exits_2_with_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "qwen2vl"]) == 2
     assert "Did you mean 'qwen2_vl'" in capsys.readouterr().err
+
+
+def test_one_media_statement_per_architecture(capsys: pytest.CaptureFixture[str]) -> None:
+    """`vlaunch models`, `vlaunch models NAME` and docs/model-media.md say the same, from the
+    model description's source: a video processor, or frames as images, or one image."""
+    assert main(["models", "--json"]) == 0
+    rows = {r["model_type"]: r for r in json.loads(capsys.readouterr().out)}
+    expected = {
+        "llava": ("one", "no"),
+        "paligemma": ("one", "no"),
+        "mllama": ("one", "no"),
+        "llava_next": ("several", "as frames"),  # Granite Vision: videos as frames
+        "idefics3": ("several", "as frames"),
+        "llava_next_video": ("several", "yes"),
+        "qwen2_vl": ("several", "yes"),
+        "qwen2_5_vl": ("several", "yes"),
+    }
+    for model_type, (images, videos) in expected.items():
+        assert (rows[model_type]["images"], rows[model_type]["videos"]) == (images, videos)
+    assert main(["models", "llava", "--json"]) == 0
+    details = json.loads(capsys.readouterr().out)
+    assert (details["video"], details["multi_image"]) == (False, False)
+    assert details["media"].startswith("one image per sample, no videos")
+
+
+def test_golden_model_media_doc_is_current() -> None:
+    import os
+
+    from tests.conftest import REPO
+    from trainer.models.catalog import media_doc as render
+
+    path = REPO / "docs" / "model-media.md"
+    if os.environ.get("VLAUNCH_REGEN_GOLDEN"):
+        path.write_text(render())
+    assert path.read_text() == render(), (
+        "docs/model-media.md is stale: run `make golden` (or python -m trainer.models.catalog)"
+    )

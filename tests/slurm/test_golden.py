@@ -46,7 +46,6 @@ CONTAINER_CHAIN_JOB = job(
         "slurm.setup": ["module load cuda/12.4", "export NCCL_IB_HCA=mlx5"],
         "slurm.log_dir": "/shared/logs/vila",
         "slurm.exclusive": True,
-        "slurm.mem": "0",
         "env": {"HF_HOME": "/lustre/hf"},
     },
 )

@@ -169,10 +169,11 @@ def test_step_sync_carries_the_previous_step() -> None:
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     sync = StepSync(env)
     first = sync.exchange(targets=7)
-    assert (first.tokens, first.stop, first.previous, first.memory) == (7.0, False, None, None)
+    assert (first.tokens, first.stop, first.data_error) == (7.0, False, False)
+    assert (first.previous, first.memory) == (None, None)
     out = StepOutput(torch.tensor(3.5, dtype=torch.float64), 11, torch.tensor(0.25))
-    got = sync.exchange(targets=5, stop=True, previous=out)
-    assert got.tokens == 5.0 and got.stop
+    got = sync.exchange(targets=5, stop=True, data_error=True, previous=out)
+    assert got.tokens == 5.0 and got.stop and got.data_error
     assert got.previous is not None
     assert (got.previous.loss_sum, got.previous.input_tokens, got.previous.grad_norm) == (
         3.5,

@@ -17,13 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.trainer.helpers import (
-    explain,
     max_abs_diff,
     records,
-    run_trainer,
-    torchrun,
     trained_weights,
-    write_job,
 )
 
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3", "offload")
@@ -33,23 +29,8 @@ STEPS = 3
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, shapes_data: Path) -> Path:
-
-    folder = tmp_path_factory.mktemp("strategies")
-    job = write_job(
-        folder,
-        shapes_data,
-        name="single",
-        tuning={"preset": "lora_llm", "lora": {"dropout": 0.0}},
-        train={"max_steps": STEPS, "checkpoint_every": STEPS, "loss": "plain"},
-        output={"dir": str(folder / "runs"), "export": "none"},
-    )
-    single = run_trainer(job, nproc=1)
-    assert single.returncode == 0, explain(single)
-    script = Path(__file__).with_name("strategy_runs.py")
-    proc = torchrun(str(script), str(job), *STRATEGIES, cwd=folder, timeout=900)
-    assert proc.returncode == 0, explain(proc)
-    return folder / "runs"
+def runs(strategy_runs: Path) -> Path:
+    return strategy_runs
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

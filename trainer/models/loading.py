@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from trainer.models.describe import describe_spec
 from trainer.models.processors import load_processor
-from trainer.models.quantization import qlora_config, qlora_device
+from trainer.models.quantization import bitsandbytes_only_for_qlora, qlora_config, qlora_device
 from trainer.models.tiny.folder import tiny_model_path
 from vlaunch_core.errors import UserError
 from vlaunch_core.models.configs import RANDOM_PREFIX, TINY_PREFIX
@@ -63,6 +63,7 @@ def load_model(
 
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     qlora = tuning is not None and tuning.modes()["language_model"] == "qlora"
+    bitsandbytes_only_for_qlora(qlora)
     qlora_dev = qlora_device() if qlora else None  # a user error if QLoRA cannot run here
     name = model_spec.name_or_path
     if name.startswith(RANDOM_PREFIX):

@@ -19,25 +19,37 @@ if TYPE_CHECKING:
     import torch
 
 
-def skip_bitsandbytes(language_model_mode: str) -> bool:
-    """In a process that trains without QLoRA, make bitsandbytes look absent before peft and
-    transformers are imported: both import it whenever it is installed, which costs about
-    1.3 s of CPU per process (it pulls in torch._dynamo and looks for hub kernels). Call it
-    first thing in a process that runs one job (`python -m trainer.run`, a Ray worker);
-    returns whether it did. `importlib.util.find_spec` answers None for a module that
-    `sys.modules` maps to None, so every availability check sees it as not installed."""
-    if language_model_mode == "qlora" or "bitsandbytes" in sys.modules:
-        return False
-    for name in ("transformers", "peft"):
-        if name in sys.modules:  # too late: they have looked already
-            return False
-    sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
-    return True
+BITSANDBYTES = "bitsandbytes"
+
+
+def bitsandbytes_only_for_qlora(qlora: bool) -> None:
+    """Let this process import bitsandbytes only when it runs QLoRA.
+
+    peft imports bitsandbytes as soon as peft itself is imported (`peft/helpers.py`) and again
+    for every LoRA layer it creates (`is_bnb_available()`), whether or not anything is
+    quantized; bitsandbytes 0.50 then asks the Hugging Face Hub for a CPU kernel on every
+    machine with AVX512-BF16 and logs two warnings (`kernels-community/quantization-
+    bitsandbytes ... not available in the local cache`) per process. Without QLoRA nothing of
+    bitsandbytes is used, so it is marked absent: `sys.modules[name] = None` makes `import`
+    raise ImportError and `find_spec` return None, which peft and transformers read as "not
+    installed". QLoRA undoes it (and peft's cached answers) before it loads anything.
+    """
+    if not qlora:
+        sys.modules.setdefault(BITSANDBYTES, None)  # type: ignore[arg-type]
+        return
+    if BITSANDBYTES in sys.modules and sys.modules[BITSANDBYTES] is None:
+        del sys.modules[BITSANDBYTES]
+        peft_imports = sys.modules.get("peft.import_utils")
+        for name in ("is_bnb_available", "is_bnb_4bit_available"):
+            cache_clear = getattr(getattr(peft_imports, name, None), "cache_clear", None)
+            if cache_clear is not None:
+                cache_clear()
 
 
 def bnb_devices() -> set[str] | None:
     """Device types bitsandbytes supports here, or None when it is not installed."""
-    if importlib.util.find_spec("bitsandbytes") is None:
+    bitsandbytes_only_for_qlora(True)  # asking means QLoRA is wanted
+    if importlib.util.find_spec(BITSANDBYTES) is None:
         return None
     import bitsandbytes
 

@@ -183,10 +183,10 @@ class Strategy:
             torch.save(state, folder / OPTIMIZER_FILE)
 
     def load_optimizer(self, folder: Path) -> None:
-        import torch
+        from trainer.safe_load import torch_load
 
         assert self.optimizer is not None
-        state = torch.load(folder / OPTIMIZER_FILE, map_location=self.env.device, weights_only=True)
+        state = torch_load(folder / OPTIMIZER_FILE, map_location=self.env.device)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])

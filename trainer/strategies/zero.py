@@ -14,7 +14,8 @@ partitions the rest (adapters) itself.
 Checkpoints: the adapter and the other trainable weights are gathered in full (ZeRO-3
 partitions them) like every strategy; the ZeRO optimizer state (with fp32 master weights) is
 DeepSpeed's own per-rank files under `deepspeed/`, so a ZeRO run resumes on the same number
-of ranks only.
+of ranks only. DeepSpeed reads them back through `trainer.safe_load` (weights only), never
+with its own `torch.load(weights_only=False)`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainer.hostmem import release_free_memory
 from trainer.models.deferred import deferred_weights, detach_weights, from_checkpoint
+from trainer.safe_load import guard_deepspeed
 from trainer.strategies.base import Strategy, build_optimizer, dtype_of
 from vlaunch_core.errors import UserError
 
@@ -146,6 +148,7 @@ class ZeroStrategy(Strategy):
             model.to("cpu")
         optimizer = build_optimizer(param_groups(model), self.train, fused=False)
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        guard_deepspeed(engine)  # its checkpoint files are read weights-only
         self.engine = engine
         self.unwrapped = engine.module
         self.model = engine

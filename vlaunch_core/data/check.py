@@ -268,9 +268,38 @@ def check_sources(
             report.problems.append(DataProblem(e.kind, e.where, -1, _open_error(src, e)))
         else:
             _check_source(src, source, options, counter, report, stats, progress)
+            if stats.samples == 0:
+                report.problems.append(
+                    DataProblem(
+                        "empty_dataset",
+                        str(src.data_path),
+                        -1,
+                        f"dataset '{src.name}' holds no samples",
+                    )
+                )
         stats.problems = len(report.problems) - before
+    _nothing_left(report)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _nothing_left(report: CheckReport) -> None:
+    """An error when no sample survives: every one has an error or would be dropped (an OK
+    here used to mean a training that stops at its first step)."""
+    total = sum(d.samples for d in report.datasets)
+    bad = {(p.file, p.index) for p in report.errors if p.index >= 0}
+    usable = total - len(bad) - report.would_drop
+    if total > 0 and usable <= 0:
+        report.problems.append(
+            DataProblem(
+                "nothing_to_train",
+                ", ".join(d.file for d in report.datasets),
+                -1,
+                f"none of the {total} samples is usable: {len(bad)} with errors, "
+                f"{report.would_drop} dropped as longer than "
+                f"data.max_length={report.options.max_length}",
+            )
+        )
 
 
 def _open_error(src: CheckSource, e: SourceError) -> str:

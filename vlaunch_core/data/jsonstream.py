@@ -24,6 +24,7 @@ CHUNK_CHARS = 1 << 20
 MAX_ELEMENT_CHARS = 256 << 20
 
 _WS = " \t\r\n"
+_TOO_DEEP = "JSON nested too deeply to read (a sample nests a few levels)"
 _DECODER = json.JSONDecoder()
 
 Layout = Literal["array", "lines"]
@@ -89,6 +90,10 @@ def _line_records(path: str | os.PathLike[str]) -> Iterator[Record]:
                 continue
             try:
                 value = json.loads(body.decode("utf-8"))
+            except RecursionError:
+                yield Record(index, start, len(body), error=f"line {line_no}: {_TOO_DEEP}")
+                index += 1
+                continue
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 if index == 0 and body.strip() in (b"{", b"{ "):
                     yield Record(
@@ -156,6 +161,8 @@ class _Buffer:
         while True:
             try:
                 value, end = _DECODER.raw_decode(self.buf, self.pos)
+            except RecursionError:
+                return None, 0, _TOO_DEEP
             except json.JSONDecodeError as e:
                 if len(self.buf) - self.pos < MAX_ELEMENT_CHARS and self.fill(want):
                     want = min(want * 2, 64 << 20)

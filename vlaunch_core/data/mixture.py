@@ -16,6 +16,9 @@ from vlaunch_core.errors import Problem, ProblemReport, did_you_mean
 if TYPE_CHECKING:
     from vlaunch_core.spec import JobSpec
 
+MAX_REPEAT = 10_000
+"""The largest `name*N`: every repeat is one more pass over the dataset in each epoch's
+permutation (VILA's mixtures repeat a dataset a few times)."""
 _TERM = re.compile(r"^(?P<name>[^*+\s]+)(?:\s*\*\s*(?P<n>\S+))?$")
 
 
@@ -47,10 +50,18 @@ def parse_mixture(text: str) -> tuple[list[Term], list[str]]:
         n = m.group("n")
         if n is None:
             terms.append(Term(m.group("name")))
-        elif n.isdigit() and int(n) >= 1:
+        elif (
+            n.isascii()
+            and n.isdigit()
+            and 1 <= len(n.lstrip("0") or "0") <= 5
+            and (1 <= int(n) <= MAX_REPEAT)
+        ):
             terms.append(Term(m.group("name"), int(n)))
         else:
-            errors.append(f"'{part}': the repeat count after '*' must be a whole number >= 1")
+            errors.append(
+                f"'{part}': the repeat count after '*' must be a whole number from 1 to "
+                f"{MAX_REPEAT}"
+            )
     return terms, errors
 
 

@@ -23,6 +23,8 @@ KINDS: dict[str, str] = {
     "too_long": "samples over data.max_length",
     "duplicate_id": "duplicate ids",
     "missing_file": "missing dataset files",
+    "empty_dataset": "dataset files without samples",
+    "nothing_to_train": "no sample left to train on",
 }
 
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlaunch_core.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -317,6 +319,25 @@ def write_shards(folder: Path, name: str, rows: list[dict[str, Any]]) -> Path:
     return index
 
 
+def _check_target(folder: Path) -> None:
+    """Write only into a new or empty folder, or over an earlier shapes dataset: never among
+    files vlaunch did not create."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file", hint="give a folder for the dataset")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        meta = None
+    if not (isinstance(meta, dict) and meta.get("generator") == "vlaunch data synth"):
+        raise UserError(
+            f"{folder} is not empty and holds no shapes dataset (meta.json of `vlaunch data "
+            "synth`): nothing was written",
+            hint="give a new or empty folder",
+        )
+
+
 def synthesize(
     out_dir: str | Path,
     sizes: SynthSizes | None = None,
@@ -335,13 +356,17 @@ def synthesize(
     if if_missing and meta_path.is_file():
         try:
             had = set(json.loads(meta_path.read_text()).get("formats", ["json"]))
-        except ValueError:
+        except (ValueError, RecursionError, AttributeError):
             had = set()
         if set(formats) <= had:
             logger.info("%s already exists: nothing to do", meta_path)
             return meta_path
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "videos").mkdir(parents=True, exist_ok=True)
+    _check_target(folder)
+    try:
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        (folder / "videos").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot create the dataset folder: {e.strerror}") from None
     rng = random.Random(seed)
     files: dict[str, int] = {}
     for split, n, nv in (

@@ -36,9 +36,15 @@ ray start --head --port="${ray_port}" --node-ip-address="${POD_IP}" --num-gpus="
   --dashboard-host=0.0.0.0 --disable-usage-stats
 
 # The launch's plan (VLAUNCH_PLAN: set when the ConfigMap holds one) is what the workers use.
+# Without one (a plain `helm install`), vlaunch run plans for this Job's pods and GPUs.
 plan_args=()
 if [[ -n "${VLAUNCH_PLAN:-}" ]]; then
   plan_args=(--plan "${VLAUNCH_PLAN}")
+else
+  plan_args=("resources.nodes=${VLAUNCH_NODES:-1}")
+  if [[ "${gpus}" != "0" ]]; then
+    plan_args+=("resources.gpus_per_node=${gpus}")
+  fi
 fi
 vlaunch run /etc/vlaunch/job.yaml --ray-address "127.0.0.1:${ray_port}" "${plan_args[@]}" \
   "output.dir=${VLAUNCH_OUTPUT_DIR}" &

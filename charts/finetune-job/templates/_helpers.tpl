@@ -2,8 +2,10 @@
 The name of every object of the run: a DNS-1035 label of at most 40 characters, so that
 KubeRay (RayJob names <= 47) and Indexed Job pod host names ("<name>-<index>") stay valid.
 Lowercase; runs of other characters become "-"; "run-" is prefixed when it does not start
-with a letter; longer names keep 33 characters plus "-" and 6 hex digits of the SHA-256 of
-the raw name, so two long names that share a prefix still get different objects.
+with a letter. A name that this changed (case, other characters) or that is longer than 40
+keeps at most 33 characters plus "-" and 6 hex digits of the SHA-256 of the raw name, so
+distinct run names never share objects or a volume ("Demo", "demo" and "DEMO_", or "名前"
+and "名字", used to become the same name).
 */}}
 {{- define "finetune-job.fullname" -}}
 {{- $raw := .Values.runName | default .Release.Name -}}
@@ -11,7 +13,7 @@ the raw name, so two long names that share a prefix still get different objects.
 {{- if not (regexMatch "^[a-z]" $name) -}}
 {{- $name = printf "run-%s" $name | trimSuffix "-" -}}
 {{- end -}}
-{{- if gt (len $name) 40 -}}
+{{- if or (gt (len $name) 40) (ne $name $raw) -}}
 {{- $name = printf "%s-%s" (trunc 33 $name | trimSuffix "-") (sha256sum $raw | trunc 6) -}}
 {{- end -}}
 {{- $name -}}
@@ -103,21 +105,30 @@ volumeMounts:
     mountPath: /etc/vlaunch
     readOnly: true
 {{- $gpus := int .Values.gpusPerNode }}
-{{- if or .Values.cpu .Values.memory (gt $gpus 0) }}
+{{- /* Sized for the GPUs asked for, unless set: cpuPerGpu and memoryPerGpuGib per GPU. */}}
+{{- $cpu := .Values.cpu | default "" | toString }}
+{{- $memory := .Values.memory | default "" | toString }}
+{{- if and (not $cpu) (gt $gpus 0) }}
+{{- $cpu = mul $gpus (int .Values.cpuPerGpu) | toString }}
+{{- end }}
+{{- if and (not $memory) (gt $gpus 0) }}
+{{- $memory = printf "%dGi" (mul $gpus (int .Values.memoryPerGpuGib)) }}
+{{- end }}
+{{- if or $cpu $memory (gt $gpus 0) }}
 resources:
   requests:
-    {{- with .Values.cpu }}
+    {{- with $cpu }}
     cpu: {{ . | quote }}
     {{- end }}
-    {{- with .Values.memory }}
+    {{- with $memory }}
     memory: {{ . | quote }}
     {{- end }}
     {{- if gt $gpus 0 }}
     nvidia.com/gpu: {{ $gpus }}
     {{- end }}
-  {{- if or .Values.memory (gt $gpus 0) }}
+  {{- if or $memory (gt $gpus 0) }}
   limits:
-    {{- with .Values.memory }}
+    {{- with $memory }}
     memory: {{ . | quote }}
     {{- end }}
     {{- if gt $gpus 0 }}
@@ -125,6 +136,19 @@ resources:
     {{- end }}
   {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Overrides that make `vlaunch run` plan for this chart's pods when no launch handed it a plan
+(a plain `helm install`): " resources.nodes=N" and, with GPUs, " resources.gpus_per_node=G".
+*/}}
+{{- define "finetune-job.worldOverrides" -}}
+{{- if not .Values.job.plan -}}
+{{- printf " resources.nodes=%d" (int .Values.nodes) -}}
+{{- if gt (int .Values.gpusPerNode) 0 -}}
+{{- printf " resources.gpus_per_node=%d" (int .Values.gpusPerNode) -}}
+{{- end -}}
+{{- end -}}
 {{- end }}
 
 {{/* Environment of every container: the items of an `env:` list. */}}
