@@ -2,7 +2,7 @@
 
 Runs CLI latency, packing and grouping, the data pipeline, the data sources, the Ray overhead
 benchmark, the loss memory and the side-by-side run against TRL and transformers' Trainer
-(about 9 minutes on a 2-core machine before the last two; those add about 20), writes
+(about 9 minutes on a 2-core machine before the last two; those add about 5), writes
 `bench/results/cpu.json` and regenerates the tables of `docs/benchmarks.md` between their
 marker comments; the GPU table comes from
 `bench/results/gpu.json` when a GPU run wrote one. The machine's load average is recorded
