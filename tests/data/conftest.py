@@ -77,3 +77,12 @@ def styled_processor(
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def any_tiny(
+    tiny_path: Callable[[str], Path], tiny_processor: Callable[[str], Any]
+) -> Callable[[str], tuple[Path, Any]]:
+    """`any_tiny(model_type)`: (folder, (processor, description)) of `tiny:<model_type>` (any
+    architecture: derived from its own classes by `trainer.models.tiny`)."""
+    return lambda model_type: (tiny_path(model_type), tiny_processor(model_type))

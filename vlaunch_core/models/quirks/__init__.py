@@ -28,8 +28,9 @@ QUIRK_MODULES: dict[str, str] = {
     "qwen2_5_vl": "qwen_vl",
     "qwen3_vl": "qwen_vl",
     "qwen3_vl_moe": "qwen_vl",
-    "qwen3_5": "qwen_vl",
-    "qwen3_5_moe": "qwen_vl",
+    "qwen3_5": "qwen3_5",
+    "qwen3_5_moe": "qwen3_5",
+    "gemma3": "gemma3",
     "idefics3": "idefics3",
     "smolvlm": "idefics3",
     "llava_llama": "vila",
@@ -58,8 +59,8 @@ class Quirks:
     """Media tensors laid out per batch row (`[rows, images, ...]`): collation pads rows
     without images with zeros instead of concatenating."""
     packing: str | None = None
-    """None: packed rows with per-sample `position_ids` work; `mrope`: 3-D multimodal RoPE
-    positions computed per sample; any other text: why packing is refused."""
+    """Why packing is refused for this family (None: no known reason; packing is allowed for
+    the families verified in `trainer.data.collate.PACKABLE`)."""
     unused: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = field(
         default=None, compare=False
     )
