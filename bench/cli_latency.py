@@ -14,7 +14,19 @@ CASES: list[tuple[str, list[str], float]] = [
     ("vlaunch --help", ["--help"], 0.5),
     ("vlaunch plan", ["plan", "examples/demo.yaml", "--json"], 1.0),
     ("vlaunch slurm --dry-run", ["slurm", "examples/demo.yaml", "--nodes", "2", "--dry-run"], 1.0),
-    ("vlaunch k8s --dry-run", ["k8s", "examples/demo.yaml", "--nodes", "2", "--dry-run"], 2.0),
+    (
+        "vlaunch k8s --dry-run",
+        [
+            "k8s",
+            "examples/demo.yaml",
+            "--nodes",
+            "2",
+            "--image",
+            "registry.example.com/ml/vlaunch:0.1.0-cpu",
+            "--dry-run",
+        ],
+        2.0,
+    ),
 ]
 
 

@@ -36,7 +36,24 @@ def shapes_data(root: Path = BENCH_ROOT, train: int = 256) -> Path:
 def small_llava(hidden: int, layers: int, root: Path = BENCH_ROOT) -> Path:
     """`tiny:llava` (vision tower, projector input, tokenizer, processor) with a bigger Llama
     decoder: `hidden` wide, `layers` deep. Random weights, seed 0; built once."""
-    target = root / "models" / f"llava-h{hidden}-l{layers}"
+    return small_vlm("llava", hidden, layers, root=root)
+
+
+def small_vlm(
+    family: str,
+    hidden: int,
+    layers: int,
+    *,
+    vocab: int | None = None,
+    root: Path = BENCH_ROOT,
+) -> Path:
+    """`tiny:<family>` (vision tower, tokenizer, processor) with a bigger decoder: `hidden`
+    wide (64-wide heads), `layers` deep, and `vocab` rows of embeddings and output layer when
+    given (the tokenizer stays byte-level: the extra rows are never input, as in a real
+    checkpoint's unused vocabulary). M-RoPE sections are scaled to the head width. Random
+    weights, seed 0; built once."""
+    name = f"{family}-h{hidden}-l{layers}" + (f"-v{vocab}" if vocab else "")
+    target = root / "models" / name
     if (target / "config.json").is_file():
         return target
     import torch
@@ -44,16 +61,37 @@ def small_llava(hidden: int, layers: int, root: Path = BENCH_ROOT) -> Path:
 
     from trainer.models.tiny.folder import tiny_model_path
 
-    tiny = tiny_model_path("llava")
+    tiny = tiny_model_path(family)
     config: Any = AutoConfig.from_pretrained(tiny)
-    text = config.text_config
+    text = config.get_text_config()
+    old_hidden = text.hidden_size
+    old_head = old_hidden // text.num_attention_heads
+    heads = max(1, hidden // 64)
     text.hidden_size = hidden
     text.intermediate_size = 4 * hidden
     text.num_hidden_layers = layers
-    text.num_attention_heads = max(1, hidden // 64)
-    text.num_key_value_heads = max(1, hidden // 64)
+    text.num_attention_heads = heads
+    text.num_key_value_heads = heads
+    if hasattr(text, "head_dim"):
+        text.head_dim = hidden // heads
+    if hasattr(text, "layer_types") and text.layer_types is not None:
+        text.layer_types = [text.layer_types[0]] * layers
+    vision = getattr(config, "vision_config", None)
+    if vision is not None:  # the merger's output width is the decoder's (Qwen-VL)
+        if getattr(vision, "out_hidden_size", None) == old_hidden:
+            vision.out_hidden_size = hidden
+        elif hasattr(vision, "embed_dim") and getattr(vision, "hidden_size", None) == old_hidden:
+            vision.hidden_size = hidden
+    rope = getattr(text, "rope_parameters", None) or {}
+    if "mrope_section" in rope:
+        factor = (hidden // heads) // old_head
+        rope["mrope_section"] = [factor * x for x in rope["mrope_section"]]
+    if vocab is not None:
+        text.vocab_size = vocab
+        if hasattr(config, "vocab_size"):
+            config.vocab_size = vocab
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".llava-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=target.parent))
     try:
         for f in tiny.iterdir():  # tokenizer, processor, chat template
             if f.is_file():
@@ -189,3 +227,9 @@ def write_vila(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows))
     return path
+
+
+def fresh_run_dir(spec: Any) -> None:
+    """Remove the run directory of `spec` (a benchmark's run must start at step 0: a run
+    directory left by an earlier benchmark run would be resumed)."""
+    shutil.rmtree(Path(spec.output.dir).expanduser() / spec.name, ignore_errors=True)

@@ -281,6 +281,79 @@ def data_sources(r: dict[str, Any]) -> str:
     )
 
 
+def _mib(x: float) -> str:
+    return f"{x / 2**20:,.0f}"
+
+
+def loss_memory(r: dict[str, Any]) -> str:
+    rows = [
+        [
+            row["variant"],
+            row["loss_kind"],
+            _mib(row["process_peak"]),
+            _mib(row["step_growth"]),
+            f"{row['loss']:.4f}",
+            row["runs"],
+        ]
+        for row in r["rows"]
+    ]
+    return (
+        table(
+            [
+                "train.loss",
+                "loss used",
+                "process peak RSS (MiB)",
+                "step growth (MiB)",
+                "loss of the last step",
+                "runs",
+            ],
+            rows,
+        )
+        + f"\n\nModel: {r['model']}. Batch: {r['batch']}. Chunked / plain: process peak "
+        f"{r['ratio_process_peak']:.2f}, growth during the steps {r['ratio_step_growth']:.2f}. "
+        "Peak RSS: the process's kernel high-water mark (VmHWM); step growth: the high-water "
+        "mark of the steps (reset after setup) minus the RSS when they started."
+    )
+
+
+def peers(r: dict[str, Any]) -> str:
+    parts = []
+    for tuning, res in r["results"].items():
+        rows = [
+            [
+                row["trainer"],
+                _s(row["tokens_per_s"], 1),
+                _s(row["target_tokens_per_s"], 1),
+                _s(row["median_step_s"], 2),
+                _mib(row["peak_rss"]),
+                row["runs"],
+            ]
+            for row in res["rows"]
+        ]
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items())
+        parts.append(
+            f"**{tuning}**\n\n"
+            + table(
+                [
+                    "trainer",
+                    "tokens/s",
+                    "target tokens/s",
+                    "median step (s)",
+                    "peak RSS (MiB)",
+                    "runs",
+                ],
+                rows,
+            )
+            + f"\n\ntokens/s ratios: {ratios}"
+        )
+    versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
+    return (
+        "\n\n".join(parts)
+        + f"\n\nModel: {r['model']}. Data: {r['data']}. Batch: {r['batch']}. Versions: "
+        f"{versions}. tokens/s counts every token but padding; target tokens carry a loss."
+    )
+
+
 def gpu(r: dict[str, Any] | None) -> str:
     if r is None or r.get("tiny") or r.get("device") == "cpu":
         return (
@@ -339,6 +412,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "packing": packing,
     "data_pipeline": data_pipeline,
     "data_sources": data_sources,
+    "loss_memory": loss_memory,
+    "peers": peers,
 }
 TITLES = {
     "cli_latency": "CLI latency",
@@ -346,6 +421,8 @@ TITLES = {
     "packing": "Packing and grouping",
     "data_pipeline": "Data pipeline",
     "data_sources": "Data sources",
+    "loss_memory": "The loss without full logits",
+    "peers": "Side by side: TRL SFTTrainer and transformers Trainer + peft",
     "gpu": "GPU",
 }
 

@@ -1,8 +1,10 @@
 """`make bench` = `python -m bench.run_cpu`: the CPU benchmarks, their JSON and their tables.
 
-Runs CLI latency, packing and grouping, the data pipeline and the Ray overhead benchmark
-(about 9 minutes on a 2-core machine), writes `bench/results/cpu.json` and regenerates the
-tables of `docs/benchmarks.md` between their marker comments; the GPU table comes from
+Runs CLI latency, packing and grouping, the data pipeline, the data sources, the Ray overhead
+benchmark, the loss memory and the side-by-side run against TRL and transformers' Trainer
+(about 9 minutes on a 2-core machine before the last two; those add about 5), writes
+`bench/results/cpu.json` and regenerates the tables of `docs/benchmarks.md` between their
+marker comments; the GPU table comes from
 `bench/results/gpu.json` when a GPU run wrote one. The machine's load average is recorded
 before and after each benchmark: run it on an otherwise idle machine.
 
@@ -24,7 +26,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cli_latency, data_pipeline, data_sources, packing, ray_overhead, report
+from bench import (
+    cli_latency,
+    data_pipeline,
+    data_sources,
+    loss_memory,
+    packing,
+    peers,
+    ray_overhead,
+    report,
+)
 from bench.common import REPO, machine
 
 logger = logging.getLogger(__name__)
@@ -38,6 +49,8 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "data_pipeline": data_pipeline.run,
     "data_sources": data_sources.run,
     "ray_overhead": ray_overhead.run,
+    "loss_memory": lambda: loss_memory.run(repeats=1),
+    "peers": lambda: peers.run(repeats=1, steps=5),
 }
 
 

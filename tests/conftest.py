@@ -75,7 +75,8 @@ def strategy_runs(tmp_path_factory: pytest.TempPathFactory, shapes_data: Path) -
     """One job trained 3 steps in one process (`runs/single`) and on 2 ranks under every
     strategy (`runs/run_<strategy>`, one torchrun launch), checkpoint at step 3: shared by the
     strategy comparison (tests/trainer/test_strategies.py) and the checkpoint attacks
-    (tests/hostile/test_checkpoints.py). Slow: use it from `slow` tests only."""
+    (tests/hostile/test_checkpoints.py). The single run takes the plain loss (full logits), the
+    two-rank runs the chunked one (strategy_runs.py). Slow: use it from `slow` tests only."""
     from tests.trainer.helpers import explain, run_trainer, torchrun, write_job
 
     folder = tmp_path_factory.mktemp("strategies")
@@ -84,7 +85,7 @@ def strategy_runs(tmp_path_factory: pytest.TempPathFactory, shapes_data: Path) -
         shapes_data,
         name="single",
         tuning={"preset": "lora_llm", "lora": {"dropout": 0.0}},
-        train={"max_steps": 3, "checkpoint_every": 3},
+        train={"max_steps": 3, "checkpoint_every": 3, "loss": "plain"},
         output={"dir": str(folder / "runs"), "export": "none"},
     )
     single = run_trainer(job, nproc=1)

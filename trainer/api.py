@@ -8,7 +8,8 @@ these, so that what is measured and tested is what trains:
     built = build_model(spec, plan.precision, low_memory=strategy.loads_shards)
     strategy.prepare(built.model, built.param_groups, layer_classes=built.layer_classes)
     data = build_data(spec, built, env, plan.batch)
-    out = train_step(strategy, micro_batches, target_tokens_of_the_step)
+    loss = build_loss(spec, strategy)
+    out = train_step(strategy, micro_batches, target_tokens_of_the_step, loss)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainer.loss import model_inputs, summed_cross_entropy
+from trainer.loss import PlainLoss, TokenLoss, model_inputs
 from vlaunch_core.errors import UserError
 
 if TYPE_CHECKING:
@@ -32,7 +33,16 @@ if TYPE_CHECKING:
     from vlaunch_core.planner import BatchPlan
     from vlaunch_core.spec import JobSpec
 
-__all__ = ["BuiltModel", "StepOutput", "build_data", "build_model", "build_strategy", "train_step"]
+__all__ = [
+    "BuiltModel",
+    "StepOutput",
+    "build_data",
+    "build_loss",
+    "build_model",
+    "build_strategy",
+    "input_tokens",
+    "train_step",
+]
 
 WEIGHT_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 """Frozen weights are held in the compute dtype; what is trained stays fp32."""
@@ -55,11 +65,15 @@ class BuiltModel:
 
 @dataclass
 class StepOutput:
-    loss_sum: float
-    """Summed token cross-entropy of this rank's micro batches."""
+    """One rank's optimizer step. Nothing here waited for the device: the loss and the
+    gradient norm are device tensors (the loop reads them in the next step's one sync)."""
+
+    loss_sum: torch.Tensor
+    """Summed token cross-entropy of this rank's micro batches (float64, on the device)."""
     input_tokens: int
-    """Tokens this rank computed (padding excluded)."""
-    grad_norm: float
+    """Tokens this rank computed (padding excluded), counted on the CPU batch."""
+    grad_norm: torch.Tensor | float
+    """Gradient norm before clipping (a device tensor; a float under DeepSpeed)."""
 
 
 def build_strategy(spec: JobSpec, env: DistEnv, plan: Plan) -> Strategy:
@@ -117,8 +131,10 @@ def build_model(
 
 
 def build_data(spec: JobSpec, built: BuiltModel, env: DistEnv, batch: BatchPlan) -> TrainData:
-    """The training mixture, this rank's resumable global-batch sampler and the collator."""
+    """The training mixture, this rank's resumable global-batch sampler and the collator
+    (packed rows of M-RoPE models get each sample's own 3-D positions: `trainer.data.positions`)."""
     from trainer.data.build import build_train_data
+    from trainer.data.positions import rope_index
 
     return build_train_data(
         spec,
@@ -128,25 +144,48 @@ def build_data(spec: JobSpec, built: BuiltModel, env: DistEnv, batch: BatchPlan)
         world_size=env.world_size,
         micro_batch_size=batch.micro_batch_size,
         global_batch_size=batch.global_batch_size,
+        rope_index=rope_index(built.model) if spec.data.packing else None,
     )
 
 
-def train_step(strategy: Strategy, micro: Sequence[dict[str, Any]], tokens: float) -> StepOutput:
+def build_loss(spec: JobSpec, strategy: Strategy) -> TokenLoss:
+    """The token loss `train.loss` asks for, on the prepared model (`trainer.loss`)."""
+    from trainer.loss_head import build_loss as build
+
+    return build(spec.train.loss, strategy.base_model, strategy.env.device)
+
+
+def input_tokens(micro: Sequence[dict[str, Any]]) -> int:
+    """Tokens the micro batches hold, padding excluded (CPU tensors: no device sync)."""
+    total = 0
+    for mb in micro:
+        mask = mb.get("attention_mask")
+        total += int(mask.sum()) if mask is not None else int(mb["input_ids"].numel())
+    return total
+
+
+def train_step(
+    strategy: Strategy,
+    micro: Sequence[dict[str, Any]],
+    tokens: float,
+    loss: TokenLoss | None = None,
+) -> StepOutput:
     """One optimizer step: forward/backward every micro batch with loss
     `sum(CE) * world / tokens` (`tokens`: target tokens of the step on all ranks; gradient
-    sync on the last micro batch only), then clip and update."""
+    sync on the last micro batch only), then clip and update. `loss`: `build_loss`'s (the
+    plain loss over full logits when None). No host sync: the returned loss and gradient norm
+    stay on the device."""
+    import torch
+
     env = strategy.env
+    loss_fn: TokenLoss = loss if loss is not None else PlainLoss()
     scale = env.world_size / max(tokens, 1.0)
     float_dtype = strategy.input_dtype()
-    loss_sum = 0.0
-    input_tokens = 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
     for i, mb in enumerate(micro):
         with strategy.micro_step(i == len(micro) - 1), strategy.autocast():
             inputs = model_inputs(mb, env.device, float_dtype)
-            logits = strategy.forward({**inputs, "use_cache": False}).logits
-            ce = summed_cross_entropy(logits, mb["labels"])
+            ce = loss_fn(strategy.forward, inputs, mb["labels"])
         strategy.backward(ce * scale)
-        loss_sum += float(ce.detach())
-        mask = mb.get("attention_mask")
-        input_tokens += int(mask.sum()) if mask is not None else int(mb["input_ids"].numel())
-    return StepOutput(loss_sum, input_tokens, strategy.step())
+        loss_sum += ce.detach()
+    return StepOutput(loss_sum, input_tokens(micro), strategy.step())

@@ -134,6 +134,7 @@ def evaluate(
 ) -> Evaluation:
     """Load the weights and evaluate them (loss, and exact match of greedy answers)."""
     from trainer.evaluate import Evaluator, LocalTarget
+    from trainer.loss_head import build_loss
     from trainer.progress import Steps
     from trainer.trained import load_trained
 
@@ -143,14 +144,16 @@ def evaluate(
     batch = batch_size or batch
     loaded = load_trained(trained, dtype=dtype, device=device)
     t0 = time.perf_counter()
+    target = LocalTarget(loaded.model)
     evaluator = Evaluator(
         spec,
         loaded.processor,
         loaded.family,
-        LocalTarget(loaded.model),
+        target,
         batch_size=batch,
         shards=range(world),
         world_size=world,
+        loss=build_loss(spec.train.loss, loaded.model, target.env.device),
     )
     with Steps(f"evaluating {name}", evaluator.total_batches, unit="batches") as steps:
         result = evaluator.run(progress=steps.update)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from trainer import dist
 from trainer.dist import DistEnv
-from trainer.loss import model_inputs, summed_cross_entropy, target_tokens
+from trainer.loss import PlainLoss, TokenLoss, model_inputs, target_tokens
 from trainer.rundir import RunDir, write_json_atomic
 
 if TYPE_CHECKING:
@@ -157,11 +157,15 @@ class Evaluator:
         batch_size: int,
         shards: Sequence[int] | None = None,
         world_size: int | None = None,
+        loss: TokenLoss | None = None,
     ) -> None:
         from trainer.data.build import build_eval_data
 
         self.spec = spec
         self.strategy = strategy
+        self.loss: TokenLoss = loss if loss is not None else PlainLoss()
+        """The training run's token loss (`trainer.loss.build_loss`), so that `vlaunch eval`
+        reproduces a run's numbers."""
         self.env = strategy.env
         self.batch_size = max(1, batch_size)
         self.data = build_eval_data(
@@ -253,8 +257,7 @@ class Evaluator:
             batch = data.collator(real).inputs
             with strategy.autocast():
                 inputs = model_inputs(batch, self.env.device, strategy.input_dtype())
-                logits = strategy.forward({**inputs, "use_cache": False}).logits
-                ce = summed_cross_entropy(logits, batch["labels"])
+                ce = self.loss(strategy.forward, inputs, batch["labels"])
             if indices:  # padding rounds only keep the collectives in step
                 loss_sum += float(ce)
                 tokens += target_tokens(batch["labels"])

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import shutil
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -250,12 +252,26 @@ def remove_partials(run_dir: RunDir) -> None:
                 stale.unlink(missing_ok=True)
 
 
+def _release(error: BaseException) -> None:
+    """Clear the locals of every frame the error (and the errors it chains) went through."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        todo += [e.__cause__, e.__context__]
+
+
 @contextlib.contextmanager
 def disk_errors(run_dir: RunDir, partial: Path) -> Iterator[None]:
     """A full or read-only disk while writing a checkpoint: remove the partial folder (which
     also frees the space for status.json) and raise one user error naming the path."""
     try:
         yield
+        return
     except Exception as e:
         if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
             reason, where = e.strerror or str(e), e.filename or partial
@@ -263,11 +279,16 @@ def disk_errors(run_dir: RunDir, partial: Path) -> Iterator[None]:
             reason, where = os.strerror(errno.ENOSPC), partial
         else:
             raise
-        shutil.rmtree(partial, ignore_errors=True)
-        last = run_dir.latest_checkpoint()
-        raise UserError(
-            f"cannot write the checkpoint {partial.name.strip('.').removesuffix('.tmp')}: "
-            f"{reason}: {where}",
-            hint="free space (or fix the permissions) there and run the same command again: "
-            + (f"it resumes from {last.name}" if last else "no checkpoint was saved yet"),
-        ) from None
+        # The failed write's frames still hold its open files: a removed file keeps its
+        # blocks until closed, so status.json would find the disk still full.
+        _release(e)
+        del e
+    gc.collect()
+    shutil.rmtree(partial, ignore_errors=True)
+    last = run_dir.latest_checkpoint()
+    raise UserError(
+        f"cannot write the checkpoint {partial.name.strip('.').removesuffix('.tmp')}: "
+        f"{reason}: {where}",
+        hint="free space (or fix the permissions) there and run the same command again: "
+        + (f"it resumes from {last.name}" if last else "no checkpoint was saved yet"),
+    )

@@ -1,8 +1,9 @@
 """Host memory at run time: each rank's resident memory in the metrics, and a loud early
 warning before the kernel's OOM killer ends the run (seed 001: SIGKILL on a 64 GB machine).
 
-- `HostMemoryGuard.record()` (every step, every rank; one small all-gather): the RSS of each
-  rank and of its data-loader workers, and the node's MemAvailable, for `metrics.jsonl`.
+- `HostMemoryGuard.sample()` (every `train.host_memory_every` steps, every rank; the numbers
+  ride on the step's one all-reduce, `trainer.step_sync`): the RSS of each rank and of its
+  data-loader workers, and the node's MemAvailable, for `metrics.jsonl`.
 - A daemon thread on local rank 0 of each node samples MemAvailable every second from the
   start of setup (loading is when it matters most) and warns once when it falls under
   `WARN_BELOW` of the node's RAM, naming the likely cause and the fix.
@@ -174,27 +175,18 @@ class HostMemoryGuard:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def record(self) -> dict[str, Any]:
-        """This step's host memory of every rank (collective: call on every rank)."""
-        import torch
-
-        from trainer import dist
-
+    def sample(self) -> list[float]:
+        """This rank's numbers now: [RSS, its loader workers' unique memory, the node's
+        MemAvailable] (local; `summarise` combines every rank's)."""
         self.phase = "training"
         now = time.monotonic()
         if now - self._workers_at >= WORKERS_EVERY_SECONDS:
             self._workers, self._workers_at = workers_uss(), now
         _, available = node_memory()
-        mine = torch.tensor(
-            [process_rss(), self._workers, available], dtype=torch.float64, device=self.env.device
-        )
-        rows = [mine]
-        if dist.is_initialized():
-            import torch.distributed as tdist
+        return [float(process_rss()), float(self._workers), float(available)]
 
-            rows = [torch.empty_like(mine) for _ in range(self.env.world_size)]
-            tdist.all_gather(rows, mine)
-        table = [[float(x) for x in r.tolist()] for r in rows]
+    def summarise(self, table: list[list[float]]) -> dict[str, Any]:
+        """The metrics of every rank's `sample` (rank order)."""
         self.last_ranks_rss = [int(r[0]) for r in table]
         return {
             "host_rss_gib": max(r[0] for r in table) / GIB,
@@ -202,6 +194,22 @@ class HostMemoryGuard:
             "host_workers_gib": sum(r[1] for r in table) / GIB,
             "host_available_gib": min(r[2] for r in table) / GIB,
         }
+
+    def record(self) -> dict[str, Any]:
+        """This step's host memory of every rank (collective: call on every rank). The loop
+        does not call it: its samples ride on the step's one all-reduce (`trainer.step_sync`)."""
+        import torch
+
+        from trainer import dist
+
+        mine = torch.tensor(self.sample(), dtype=torch.float64, device=self.env.device)
+        rows = [mine]
+        if dist.is_initialized():
+            import torch.distributed as tdist
+
+            rows = [torch.empty_like(mine) for _ in range(self.env.world_size)]
+            tdist.all_gather(rows, mine)
+        return self.summarise([[float(x) for x in r.tolist()] for r in rows])
 
     def check(self) -> bool:
         """Warn (once) if this node's available memory is under the threshold."""

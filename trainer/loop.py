@@ -39,6 +39,7 @@ from trainer.host import Host, LocalHost, disk_problem, tidy_for_resume
 from trainer.hostmem import HostMemoryGuard
 from trainer.loss import target_tokens
 from trainer.rundir import RunDir, write_json_atomic
+from trainer.step_sync import Exchanged, StepSync
 from trainer.stop import StopRequest
 from vlaunch_core.errors import ProblemReport, UserError
 
@@ -52,6 +53,17 @@ if TYPE_CHECKING:
     from vlaunch_core.spec import JobSpec
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    """A finished optimizer step whose totals are still on the device."""
+
+    step: int
+    lr: float
+    tokens: float
+    t_start: float
+    out: api.StepOutput
 
 
 @dataclass
@@ -116,6 +128,7 @@ class Recipe:
         from vlaunch_core.plan import make_plan, plan_for_world
         from vlaunch_core.profiles import resolve_world
 
+        t_setup = time.perf_counter()
         spec, tr = self.spec, self.spec.train
         given = self.launch_plan
         use_gpu = (given.world if given is not None else resolve_world(spec)).profile.is_gpu
@@ -126,6 +139,7 @@ class Recipe:
             else make_plan(spec, world_size=env.world_size)
         )
         self.host_memory = HostMemoryGuard.for_plan(env, self.plan, tr.strategy).start()
+        self.sync = StepSync(env, self.host_memory)
         self.batch = self.plan.batch
         self.heartbeat = dist.Heartbeat(env.rank, env.world_size)
         self.stop = StopRequest(self.run_dir, env.rank)
@@ -159,6 +173,7 @@ class Recipe:
 
                 init_from_adapter(model, spec.model.adapter)
             self.strategy.prepare(model, param_groups, layer_classes=layer_classes)
+            self.loss = api.build_loss(spec, self.strategy)
             self.train_data: TrainData = self._build_data()
             self.total_steps = self._total_steps()
             assert self.strategy.optimizer is not None
@@ -191,6 +206,12 @@ class Recipe:
                 env.world_size,
             )
         self._setup_observers()
+        dist.log_rank_zero(
+            logger,
+            env.rank,
+            "set up in %.1fs (model, data, strategy)",
+            time.perf_counter() - t_setup,
+        )
 
     def _check_resume(self, ckpt: Path) -> None:
         """Everything the checkpoint fixes must match this spec (trainer/resume_check.py)."""
@@ -249,6 +270,7 @@ class Recipe:
                 self.family,
                 self.strategy,
                 batch_size=min(32, per_device),
+                loss=self.loss,
             )
         if not self.env.is_main:
             return
@@ -313,9 +335,10 @@ class Recipe:
             **loader_settings(spec, self.plan, self._local_world_size(), env.rank),
             pin_memory=env.device.type == "cuda",
         )
-        t_last = time.perf_counter()
         step = self.start_step
         stopped = False
+        # A step's totals stay on the device until the next step's exchange (trainer.step_sync)
+        pending: _Pending | None = None
         while step < self.total_steps:
             data_error: UserError | None = None
             try:
@@ -324,48 +347,41 @@ class Recipe:
                 data_error, micro = e, []
             seed_everything(step_seed(tr.seed, step, env.rank))  # after the data: see above
             self.heartbeat.beat(step + 1)  # arrived at this step's first collective
-            local_targets = sum(target_tokens(m["labels"]) for m in micro)
-            tokens, stop_votes, data_errors = self._all_reduce(
-                [local_targets, self.stop.local_flag(), float(data_error is not None)]
+            got = self.sync.exchange(  # the step's one collective and one host sync
+                targets=sum(target_tokens(m["labels"]) for m in micro),
+                stop=self.stop.local_flag() > 0,
+                data_error=data_error is not None,
+                previous=pending.out if pending is not None else None,
+                memory=pending is not None and self._memory_due(pending.step),
             )
-            if data_errors > 0:
+            t_start = time.perf_counter()
+            if pending is not None:
+                self._report(pending, got, t_start)
+                pending = None
+            if got.data_error:  # this rank's data: every rank learns it here
                 dist.agree(data_error)
-            if stop_votes > 0:
+            if got.stop:
                 stopped = True
                 break
-            loss_sum, input_tokens, grad_norm = self._optimizer_step(micro, tokens)
-            lr = self.scheduler.get_last_lr()[0]
+            out = api.train_step(self.strategy, micro, got.tokens, self.loss)
+            lr = float(self.scheduler.get_last_lr()[0])
             self.scheduler.step()
             step = self.step = step + 1
-            total_loss, total_inputs = self._all_reduce([loss_sum, input_tokens])
-            now = time.perf_counter()
-            elapsed, t_last = now - t_last, now
-            self.last_loss = total_loss / max(tokens, 1.0)
-            self._log(
-                {
-                    "kind": "train",
-                    "step": step,
-                    "loss": self.last_loss,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "target_tokens": int(tokens),
-                    "samples": step * batch.global_batch_size,
-                    "tokens_per_s": total_inputs / elapsed,
-                    "samples_per_s": batch.global_batch_size / elapsed,
-                    "step_time_s": elapsed,
-                    **self._memory(),
-                },
-                step,
-            )
+            pending = _Pending(step, lr, got.tokens, t_start, out)
             faults.maybe_inject(self.run_dir, env.rank, step)
-            if step % tr.checkpoint_every == 0 or step == self.total_steps:
-                self.save_checkpoint(step)
-            if (
+            checkpoint = step % tr.checkpoint_every == 0 or step == self.total_steps
+            evaluate = bool(
                 self.evaluator is not None
                 and tr.eval_every
                 and step % tr.eval_every == 0
-                and (step < self.total_steps)
-            ):
+                and step < self.total_steps
+            )
+            if checkpoint or evaluate:  # the step's record first; last_loss for the checkpoint
+                self._flush(pending)
+                pending = None
+            if checkpoint:
+                self.save_checkpoint(step)
+            if evaluate:
                 self._evaluate(step)
         if stopped:
             if self.last_saved_step != step:
@@ -378,30 +394,56 @@ class Recipe:
         self._finish("finished", step)
         return TrainResult("finished", step, self.total_steps, self.run_dir.path, self.last_loss)
 
-    def _optimizer_step(
-        self, micro: list[dict[str, Any]], tokens: float
-    ) -> tuple[float, int, float]:
-        """(summed CE of this rank, its input tokens, gradient norm) of one step."""
-        out = api.train_step(self.strategy, micro, tokens)
-        return out.loss_sum, out.input_tokens, out.grad_norm
+    def _memory_due(self, step: int) -> bool:
+        """Whether step `step`'s record gets host memory (a sample on every rank)."""
+        every = self.spec.train.host_memory_every
+        return step == self.start_step + 1 or step % every == 0 or step == self.total_steps
+
+    def _flush(self, pending: _Pending) -> None:
+        """Report a step now, in an exchange of its own (before a checkpoint or evaluation,
+        and at the last step, which always checkpoints)."""
+        got = self.sync.exchange(previous=pending.out, memory=self._memory_due(pending.step))
+        self._report(pending, got, time.perf_counter())
+
+    def _report(self, pending: _Pending, got: Exchanged, now: float) -> None:
+        """Log step `pending.step` from the exchange that carried its totals."""
+        totals = got.previous
+        assert totals is not None
+        elapsed = now - pending.t_start
+        batch = self.batch
+        self.last_loss = totals.loss_sum / max(pending.tokens, 1.0)
+        self._log(
+            {
+                "kind": "train",
+                "step": pending.step,
+                "loss": self.last_loss,
+                "lr": pending.lr,
+                "grad_norm": totals.grad_norm,
+                "target_tokens": int(pending.tokens),
+                "samples": pending.step * batch.global_batch_size,
+                "tokens_per_s": totals.input_tokens / elapsed,
+                "samples_per_s": batch.global_batch_size / elapsed,
+                "step_time_s": elapsed,
+                **self._device_memory(),
+                **(got.memory or {}),
+            },
+            pending.step,
+        )
 
     def _local_world_size(self) -> int:
         import os
 
         return int(os.environ.get("LOCAL_WORLD_SIZE", self.env.world_size))
 
-    def _all_reduce(self, values: list[float]) -> list[float]:
-        return dist.all_reduce_sum(values, self.env.device)
-
-    def _memory(self) -> dict[str, Any]:
+    def _device_memory(self) -> dict[str, Any]:
+        """Rank 0's peak device memory since the last record (GPUs; no device sync)."""
         import torch
 
-        host = self.host_memory.record()  # collective: every rank, every step
         if self.env.device.type != "cuda":
-            return host
+            return {}
         peak = torch.cuda.max_memory_allocated(self.env.device) / 1024**3
         torch.cuda.reset_peak_memory_stats(self.env.device)
-        return {"peak_mem_gib": peak, **host}
+        return {"peak_mem_gib": peak}
 
     def _log(self, record: dict[str, Any], step: int) -> None:
         if not self.env.is_main:
@@ -414,13 +456,16 @@ class Recipe:
 
     def _evaluate(self, step: int, *, before: bool = False) -> None:
         assert self.evaluator is not None
+        t0 = time.perf_counter()
         result = self.evaluator.run()
         if not self.env.is_main:
             return
         record = {"kind": "eval", "step": step, **result.metrics()}
         assert self.metrics is not None
         self.metrics.log(record)
-        logger.info("held-out at step %d: %s", step, result.summary())
+        logger.info(
+            "held-out at step %d: %s (%.1fs)", step, result.summary(), time.perf_counter() - t0
+        )
         self.evaluator.record(self.run_dir, result, before=before, step=step)
 
     # ================================================================== checkpoints

@@ -5,11 +5,15 @@ answer's tokens more than a long one's and changes with the micro batch size. He
 target token of the optimizer step (all micro batches, all ranks) counts the same: each micro
 batch contributes `sum(CE) * world_size / tokens_in_step`, and the ranks' gradient averaging
 divides the world size back out.
+
+`PlainLoss` takes the model's full logits; `trainer.loss_head` computes the same sum inside
+the output layer without them (`build_loss` picks one from `train.loss`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -49,3 +53,26 @@ def model_inputs(
         cast = float_dtype if float_dtype is not None and value.is_floating_point() else None
         out[key] = value.to(device, dtype=cast, non_blocking=True)
     return out
+
+
+Forward = Callable[[dict[str, Any]], Any]
+"""Runs the (wrapped) model on a batch: `strategy.forward`."""
+
+
+class TokenLoss(Protocol):
+    """Summed token cross-entropy of one micro batch: `loss(forward, inputs, labels)`."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def __call__(self, forward: Forward, inputs: dict[str, Any], labels: Any) -> torch.Tensor: ...
+
+
+class PlainLoss:
+    """From the model's full `.logits` ([tokens x vocab], upcast to fp32)."""
+
+    kind = "plain"
+
+    def __call__(self, forward: Forward, inputs: dict[str, Any], labels: Any) -> torch.Tensor:
+        logits = forward({**inputs, "use_cache": False}).logits
+        return summed_cross_entropy(logits, labels)

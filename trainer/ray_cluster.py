@@ -60,6 +60,7 @@ def local_cluster(*, num_cpus: int, num_gpus: int) -> Iterator[None]:
     address = f"{ray.util.get_node_ip_address()}:{port}"
     previous = os.environ.get(GCS_PORT_ENV)
     os.environ[GCS_PORT_ENV] = str(port)  # read by the GCS that ray.init starts
+    t0 = time.perf_counter()
     try:
         ray_init(
             address="local",
@@ -68,6 +69,7 @@ def local_cluster(*, num_cpus: int, num_gpus: int) -> Iterator[None]:
             include_dashboard=False,
             cluster_address=address,
         )
+        logger.info("started a local Ray cluster in %.1fs", time.perf_counter() - t0)
     finally:
         if previous is None:
             os.environ.pop(GCS_PORT_ENV, None)

@@ -144,11 +144,14 @@ def worker_main(config: dict[str, Any]) -> None:
     import ray.train
 
     from trainer.loop import Recipe
+    from trainer.models.quantization import bitsandbytes_only_for_qlora
     from vlaunch_core.plan import Plan
     from vlaunch_core.spec_load import spec_from_dict
 
-    _worker_logging(ray.train.get_context().get_world_rank())
     spec = spec_from_dict(config["spec"], check=False)
+    # before transformers and peft are imported
+    bitsandbytes_only_for_qlora(spec.tuning.modes()["language_model"] == "qlora")
+    _worker_logging(ray.train.get_context().get_world_rank())
     plan = Plan.from_json(config["plan"])
     run_dir = RunDir.for_spec(spec.output.dir, spec.name)
     if run_dir.read_user_error() is not None:

@@ -36,12 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from trainer import dist
     from trainer.loop import train
+    from trainer.models.quantization import bitsandbytes_only_for_qlora
     from trainer.stop import EXIT_STOPPED
     from vlaunch_core.plan import read_plan
     from vlaunch_core.spec_load import load_spec
 
     try:
         spec = load_spec(args.job, _world_overrides() + list(args.overrides))
+        bitsandbytes_only_for_qlora(spec.tuning.modes()["language_model"] == "qlora")
         plan = read_plan(args.plan) if args.plan else None
         if rank == 0:
             from vlaunch_core.writable import check_run_dir_writable

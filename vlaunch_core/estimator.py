@@ -10,7 +10,8 @@ The prediction is split into the parts people reason about:
   DeepSpeed keeps when it trains in bf16/fp16), sharded from ZeRO-2 on, on the host with
   `offload`;
 - activations: what autograd keeps for one micro batch of `data.max_length` tokens (image
-  tokens included), with or without gradient checkpointing, plus the logits and the loss;
+  tokens included), with or without gradient checkpointing, plus the loss: the full logits
+  with `train.loss=plain`, one chunk of them otherwise (`loss_bytes`);
 - overhead: CUDA context, NCCL and allocator slack (a stated constant).
 
 Parameter and optimizer-state bytes are exact (counted from the analytic parameter table
@@ -84,6 +85,8 @@ class TrainingSetup:
     """Prefixes of the vision-tower and projector modules: peft copies these modules whole
     (modules_to_save) when they are trained next to LoRA; bare parameters outside them are not
     copied."""
+    loss: str = "plain"
+    """`train.loss`: `plain` holds the logits of the micro batch; the others one chunk."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,25 @@ def estimate(
     )
 
 
+def loss_bytes(shape: Shape, setup: TrainingSetup, tokens: int) -> float:
+    """What the loss holds at its peak for `tokens` positions (all counted as targets).
+
+    Plain: the logits in the compute dtype, their fp32 upcast and its gradient. Chunked or
+    Liger (`trainer.linear_ce`): one chunk's logits (about as many elements as the hidden
+    states of all rows, at least 64 rows) in the compute dtype, fp32 and the gradient's
+    compute-dtype copy; the target rows' hidden states and their fp32 gradient; and, when the
+    output layer is trained, its fp32 gradient, computed in the forward and held until the
+    backward hands it over."""
+    b = DTYPE_BYTES[setup.precision]
+    if setup.loss == "plain":
+        return tokens * shape.vocab * (b + 4 + 4)
+    rows = max(64, math.ceil(tokens * shape.hidden / max(1, shape.vocab)))
+    chunk = min(tokens, rows) * shape.vocab * (b + 4 + b)
+    hidden = tokens * shape.hidden * (b + 4)
+    head = shape.vocab * shape.hidden * 4 if setup.modes.get("language_model") == "full" else 0
+    return chunk + hidden + head
+
+
 def activation_bytes(shape: Shape, setup: TrainingSetup) -> float:
     """Activations kept for backward for one micro batch (see module docstring)."""
     b = DTYPE_BYTES[setup.precision]
@@ -302,8 +324,7 @@ def activation_bytes(shape: Shape, setup: TrainingSetup) -> float:
         lm = tokens * (shape.layers * shape.hidden * b + per_token_layer)
     else:
         lm = tokens * shape.layers * per_token_layer
-    # Logits in the compute dtype, their fp32 upcast for the loss, and its gradient.
-    logits = tokens * shape.vocab * (b + 4 + 4)
+    logits = loss_bytes(shape, setup, tokens)
 
     vision = 0.0
     if setup.modes.get("vision_tower", "frozen") != "frozen" and shape.vision_layers:

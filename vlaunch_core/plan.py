@@ -275,6 +275,7 @@ def training_setup(
         vision_lora_targets=facts.vision_lora_targets,
         unused_prefixes=facts.unused_prefixes,
         module_prefixes=facts.module_prefixes,
+        loss="plain" if tr.loss == "plain" else "chunked",
     )
 
 

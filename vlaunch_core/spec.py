@@ -268,6 +268,11 @@ class TrainSpec(Section):
     """Recompute activations in backward (non-reentrant) to save memory."""
     strategy: Strategy = "ddp"
     """DDP, FSDP (FSDP2), DeepSpeed ZeRO-2 / ZeRO-3, or `offload` (ZeRO-3 with CPU offload)."""
+    loss: Literal["auto", "chunked", "liger", "plain"] = "auto"
+    """Cross-entropy without full logits: `chunked` (chunks of target tokens inside the output
+    layer, any device), `liger` (Liger-Kernel's fused kernel: CUDA, `pip install
+    'vlaunch[liger]'`), `auto` (Liger where it runs, else chunked; the plain loss, logged,
+    where the model's output layer cannot be fused), or `plain` (the model's full logits)."""
     seed: int = Field(default=42, ge=0, le=2**63 - 1)
     """Seed of weights init (LoRA), data order, dropout."""
     checkpoint_every: int = Field(default=200, ge=1)
@@ -278,6 +283,9 @@ class TrainSpec(Section):
     """Evaluate on `data.eval_mixture` every N steps (and always at the end)."""
     log_every: int = Field(default=1, ge=1)
     """Log metrics every N optimizer steps."""
+    host_memory_every: int = Field(default=10, ge=1)
+    """Sample each rank's host memory (RSS, loader workers, MemAvailable) for the metrics every
+    N optimizer steps (and at the first and last)."""
     timeout_minutes: float = Field(default=30.0, gt=0, le=100_000)
     """Collective-communication (NCCL/gloo) timeout before a stalled rank is reported."""
     max_failures: int = Field(default=3, ge=0)

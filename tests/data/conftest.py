@@ -49,3 +49,40 @@ def tiny_processor(tiny_path: Callable[[str], Path]) -> Callable[[str], Any]:
         return cache[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def styled_processor(
+    tiny_path: Callable[[str], Path],
+    tiny_processor: Callable[[str], Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str, str | None], Any]:
+    """`styled_processor(model_type, style)`: (processor, model description) of its tiny
+    model with a released checkpoint's chat format (`tests/data/templates.py`: `vicuna`,
+    `qwen`, `idefics3`, `paligemma`, `llama3`) in place of the tiny ChatML one; with style
+    None, the tiny model's own (`tiny_processor`)."""
+    from tests.data.templates import STYLES
+    from tests.data.templates import styled_processor as make
+
+    cache: dict[tuple[str, str], Any] = {}
+
+    def get(model_type: str, style: str | None) -> Any:
+        if style is None:
+            return tiny_processor(model_type)
+        key = (model_type, style)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"{model_type}-{style}")
+            processor = make(tiny_path(model_type), STYLES[style], out)
+            cache[key] = (processor, tiny_processor(model_type)[1])
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def any_tiny(
+    tiny_path: Callable[[str], Path], tiny_processor: Callable[[str], Any]
+) -> Callable[[str], tuple[Path, Any]]:
+    """`any_tiny(model_type)`: (folder, (processor, description)) of `tiny:<model_type>` (any
+    architecture: derived from its own classes by `trainer.models.tiny`)."""
+    return lambda model_type: (tiny_path(model_type), tiny_processor(model_type))

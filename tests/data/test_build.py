@@ -12,6 +12,7 @@ import yaml
 from tests.data.helpers import vila, write_json
 from trainer.data.build import build_eval_data, build_train_data, generation_prompts
 from trainer.data.encode import IGNORE_INDEX
+from trainer.models.tiny.tokenizer import TURN_END, TURN_START
 from vlaunch_core.errors import ProblemReport, UserError
 from vlaunch_core.spec import JobSpec
 from vlaunch_core.spec_load import load_spec
@@ -180,7 +181,9 @@ def test_eval_data_and_generation_prompts(
     assert batch.num_samples == 2
     prompts = list(generation_prompts(shards[0].dataset, shards[0].sampler.indices))
     assert [p.index for p in prompts] == shards[0].sampler.indices
+    # Every prompt ends with the question and the tiny ChatML template's generation prompt.
+    end = f"What colour is the shape? Answer with one word.{TURN_END}\n{TURN_START}assistant\n"
     for p in prompts:
         assert p.answer in ("red", "green", "blue", "yellow", "purple")
         text = processor.tokenizer.decode(p.inputs["input_ids"][0])
-        assert text.endswith("ASSISTANT:") and p.answer not in text.split("ASSISTANT:")[-1]
+        assert text.startswith(f"{TURN_START}user\n") and text.endswith(end)

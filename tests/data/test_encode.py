@@ -2,7 +2,11 @@
 
 The tiny models use a byte-level tokenizer without merges, so a text tokenises piece by piece
 exactly as it does whole: the expected ids and labels below are built from hand-written pieces
-of the chat format, independently of the code under test.
+of the chat format, independently of the code under test. Besides the tiny models' own ChatML
+template, labels are checked with the formats of released checkpoints put on the tiny
+processors (`tests/data/templates.py`: Vicuna, Qwen's ChatML with a default system prompt,
+Idefics3, Llama 3 headers, PaliGemma's prompt + newline), most of them without
+`{% generation %}` marks.
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.data.templates import VICUNA
+from tests.models.conftest import FAMILIES
+from trainer.data.chat import ChatFormat
 from trainer.data.encode import IGNORE_INDEX, SampleEncoder
 from trainer.data.lengths import TokenCounter
+from trainer.models.tiny.tokenizer import TURN_END, TURN_START
 from vlaunch_core.data.check import LengthQuery
 from vlaunch_core.data.formats import Sample, parse_sample
 from vlaunch_core.errors import UserError
@@ -59,39 +67,76 @@ def encode(proc: Any, s: Sample, images: list[Any] | None = None, **kw: Any) -> 
     return enc, enc.encode(s, [IMAGE] if images is None else images)
 
 
-def test_llava_labels_token_by_token(tiny_processor: Callable[[str], Any]) -> None:
+def image_tokens(processor: Any) -> int:
+    """How many tokens the processor expands one `IMAGE` into (its own count)."""
+    out = processor(text=[processor.image_token], images=[IMAGE], return_tensors="pt")
+    return int((out["input_ids"][0] == processor.image_token_id).sum())
+
+
+def test_tiny_chatml_labels_token_by_token(tiny_processor: Callable[[str], Any]) -> None:
+    """The tiny models' own template: `<|im_start|>role\n...<|im_end|>\n` turns."""
     proc = tiny_processor("llava")
+    processor = proc[0]
     _, e = encode(proc, TWO_TURNS)
-    tok = proc[0].tokenizer
+    tok = processor.tokenizer
+    image = processor.image_token * image_tokens(processor)
     ids, labels = expected(
         tok,
         [
-            ("<s>", False),
-            ("USER: " + "<image>" * 16 + "\nWhat colour is it? ASSISTANT:", False),
-            (" red</s>", True),  # the space after "ASSISTANT:" and the end of turn are learnt
+            (
+                f"{TURN_START}user\n{image}What colour is it?{TURN_END}\n{TURN_START}assistant\n",
+                False,
+            ),
+            (f"red{TURN_END}", True),  # the end of turn is learnt
+            (f"\n{TURN_START}user\nAnd the shape?{TURN_END}\n{TURN_START}assistant\n", False),
+            (f"a circle{TURN_END}", True),
+            ("\n", False),
+        ],
+    )
+    assert e.tensors["input_ids"][0].tolist() == ids
+    assert e.tensors["labels"][0].tolist() == labels
+    pixels = processor.image_processor(IMAGE, return_tensors="pt")["pixel_values"]
+    assert e.tensors["pixel_values"].shape == pixels.shape
+
+
+def test_vicuna_labels_token_by_token(styled_processor: Callable[..., Any]) -> None:
+    """LLaVA-1.5's format, whose tokenizer (Llama 2's) writes BOS itself."""
+    proc = styled_processor("llava", "vicuna")
+    processor = proc[0]
+    _, e = encode(proc, TWO_TURNS)
+    tok = processor.tokenizer
+    image = processor.image_token * image_tokens(processor)
+    ids, labels = expected(
+        tok,
+        [
+            (VICUNA.bos, False),
+            ("USER: " + image + "\nWhat colour is it? ASSISTANT:", False),
+            # the space after "ASSISTANT:" and the end of turn are learnt
+            (" red" + VICUNA.eos, True),
             (" USER: And the shape? ASSISTANT:", False),
-            (" a circle</s>", True),
+            (" a circle" + VICUNA.eos, True),
             (" ", False),
         ],
     )
     assert e.tensors["input_ids"][0].tolist() == ids
     assert e.tensors["labels"][0].tolist() == labels
-    assert e.tensors["pixel_values"].shape == (1, 3, 32, 32)
 
 
-def test_qwen2_vl_labels_token_by_token(tiny_processor: Callable[[str], Any]) -> None:
-    proc = tiny_processor("qwen2_vl")
+def test_qwen2_vl_labels_token_by_token(styled_processor: Callable[..., Any]) -> None:
+    """Qwen2-VL's ChatML: a default system prompt, the image between vision markers."""
+    proc = styled_processor("qwen2_vl", "qwen")
+    processor = proc[0]
     _, e = encode(proc, TWO_TURNS)
-    tok = proc[0].tokenizer
+    tok = processor.tokenizer
     t, h, w = e.tensors["image_grid_thw"][0].tolist()
-    n_image = t * h * w // 4  # merge_size 2 x 2
+    n_image = t * h * w // processor.image_processor.merge_size**2
     ids, labels = expected(
         tok,
         [
             (
                 "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                "<|vision_start|>" + "<|image_pad|>" * n_image + "<|vision_end|>What colour is it?"
-                "<|im_end|>\n<|im_start|>assistant\n",
+                "<|vision_start|>" + processor.image_token * n_image + "<|vision_end|>"
+                "What colour is it?<|im_end|>\n<|im_start|>assistant\n",
                 False,
             ),
             ("red<|im_end|>", True),
@@ -104,24 +149,42 @@ def test_qwen2_vl_labels_token_by_token(tiny_processor: Callable[[str], Any]) ->
     assert e.tensors["labels"][0].tolist() == labels
 
 
+_TINY = (f"{TURN_START}assistant\n", [f"red{TURN_END}", f"a circle{TURN_END}"], "\n")
+_ANSWER_CASES = [
+    (
+        "idefics3",
+        "idefics3",
+        "Assistant:",
+        [" red<end_of_utterance>", " a circle<end_of_utterance>"],
+        "\n",
+    ),
+    (
+        "mllama",
+        "llama3",
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        ["red<|eot_id|>", "a circle<|eot_id|>"],
+        "<|start_header_id|>",
+    ),
+    ("llava_next", "vicuna", " ASSISTANT:", [" red</s>", " a circle</s>"], " "),
+    ("paligemma", "paligemma", "?\n", ["red<eos>", "a circle<eos>"], ""),
+    *((family, None, *_TINY) for family in FAMILIES),
+]
+
+
 @pytest.mark.parametrize(
-    ("family", "before", "answers", "after"),
-    [
-        ("idefics3", "Assistant:", [" red<end_of_utterance>", " a circle<end_of_utterance>"], "\n"),
-        (
-            "mllama",
-            "<|start_header_id|>assistant<|end_header_id|>\n\n",
-            ["red<|eot_id|>", "a circle<|eot_id|>"],
-            "<|start_header_id|>",
-        ),
-        ("llava_next", " ASSISTANT:", [" red</s>", " a circle</s>"], " "),
-        ("paligemma", "?\n", ["red<eos>", "a circle<eos>"], ""),
-    ],
+    ("family", "style", "before", "answers", "after"),
+    _ANSWER_CASES,
+    ids=[f"{case[0]}-{case[1] or 'tiny'}" for case in _ANSWER_CASES],
 )
 def test_labels_cover_exactly_the_answers(
-    tiny_processor: Callable[[str], Any], family: str, before: str, answers: list[str], after: str
+    styled_processor: Callable[..., Any],
+    family: str,
+    style: str | None,
+    before: str,
+    answers: list[str],
+    after: str,
 ) -> None:
-    proc = tiny_processor(family)
+    proc = styled_processor(family, style)
     _, e = encode(proc, TWO_TURNS)
     tok = proc[0].tokenizer
     ids = e.tensors["input_ids"][0].tolist()
@@ -145,8 +208,45 @@ def test_labels_cover_exactly_the_answers(
         assert tt == [0] * runs[0][0] + [1] * (len(ids) - runs[0][0])
 
 
-def test_system_prompts(tiny_processor: Callable[[str], Any]) -> None:
-    proc = tiny_processor("qwen2_vl")
+@pytest.mark.parametrize(
+    ("family", "style"),
+    [
+        ("llava", None),
+        ("qwen2_vl", None),
+        ("idefics3", None),
+        ("mllama", None),
+        ("llava", "vicuna"),
+    ],
+)
+def test_labels_agree_with_the_templates_generation_marks(
+    styled_processor: Callable[..., Any], family: str, style: str | None
+) -> None:
+    """Where a template marks the answers (`{% generation %}`), transformers' own assistant
+    mask picks out the same tokens as the labels (found without the marks)."""
+    processor, description = styled_processor(family, style)
+    assert "{% generation %}" in processor.chat_template
+    text_only = TWO_TURNS.with_turns(
+        [t.__class__(t.role, [p for p in t.parts if p.type == "text"]) for t in TWO_TURNS.turns]
+    )
+    e = SampleEncoder(processor, description, max_length=4096).encode(text_only, [])
+    assert e is not None
+    tok = processor.tokenizer
+    marked = tok.apply_chat_template(
+        ChatFormat(processor).messages(text_only),
+        chat_template=processor.chat_template,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+    )
+    masked = [i for i, m in zip(marked["input_ids"], marked["assistant_masks"], strict=True) if m]
+    labels = e.tensors["labels"][0]
+    assert labels[labels != IGNORE_INDEX].tolist() == masked
+
+
+@pytest.mark.parametrize("style", [None, "qwen"])
+def test_system_prompts(styled_processor: Callable[..., Any], style: str | None) -> None:
+    """A sample's system prompt, else the default one, replaces the template's own."""
+    proc = styled_processor("qwen2_vl", style)
     tok = proc[0].tokenizer
     s = sample(
         {
@@ -178,10 +278,8 @@ def test_single_image_family_leaves_extra_images_out(tiny_processor: Callable[[s
     )
     enc, e = encode(proc, s, [IMAGE, IMAGE])
     assert e.tensors["pixel_values"].shape[0] == 1
-    assert (
-        e.tensors["input_ids"][0].tolist().count(proc[0].tokenizer.convert_tokens_to_ids("<image>"))
-        == 16
-    )
+    image_id = proc[0].image_token_id
+    assert e.tensors["input_ids"][0].tolist().count(image_id) == image_tokens(proc[0])
     assert enc.stats.images_left_out == 1
 
 
@@ -207,11 +305,12 @@ def test_qwen_video_goes_through_its_video_processor(tiny_processor: Callable[[s
     merge = processor.video_processor.merge_size
     assert t == 8 // temporal == 4
     ids = e.tensors["input_ids"][0].tolist()
-    video_tokens = ids.count(processor.tokenizer.convert_tokens_to_ids("<|video_pad|>"))
+    video_tokens = ids.count(processor.video_token_id)
     assert video_tokens == t * h * w // merge**2
     # The same frames as 8 images would take twice the tokens (one temporal patch each).
+    eight = ChatFormat(processor).render([{"role": "user", "content": [{"type": "image"}] * 8}])
     as_images = processor(
-        text=["<|vision_start|><|image_pad|><|vision_end|>" * 8],
+        text=[eight],
         images=[Image.fromarray(f) for f in frames],
         return_tensors="pt",
     )
@@ -270,7 +369,7 @@ def test_truncate_cuts_whole_trailing_turns(tiny_processor: Callable[[str], Any]
 
 def test_truncate_cuts_answer_text_but_never_media(tiny_processor: Callable[[str], Any]) -> None:
     proc = tiny_processor("llava")
-    image_id = proc[0].tokenizer.convert_tokens_to_ids("<image>")
+    image_id = proc[0].image_token_id
     s = sample(
         {
             "image": "a.png",
@@ -284,7 +383,7 @@ def test_truncate_cuts_answer_text_but_never_media(tiny_processor: Callable[[str
     limit = full.answer_start + 10
     enc, cut = encode(proc, s, max_length=limit)
     assert cut.overlength == "truncated_text" and cut.length == limit
-    assert cut.tensors["input_ids"][0].tolist().count(image_id) == 16
+    assert cut.tensors["input_ids"][0].tolist().count(image_id) == image_tokens(proc[0])
     assert int((cut.tensors["labels"] != IGNORE_INDEX).sum()) == 10
     assert enc.stats.truncated_text == 1
     # Under the media tokens nothing can be kept: dropped.
@@ -320,21 +419,46 @@ def test_drop_and_error_policies(tiny_processor: Callable[[str], Any]) -> None:
         encode(proc, THREE_TURNS, max_length=40, overlength="error")
 
 
-def test_prompt_for_generation(tiny_processor: Callable[[str], Any]) -> None:
-    proc = tiny_processor("llava")
-    enc = SampleEncoder(proc[0], proc[1], max_length=4096)
+@pytest.mark.parametrize("style", [None, "vicuna"])
+def test_prompt_for_generation(styled_processor: Callable[..., Any], style: str | None) -> None:
+    """Everything before the last answer, up to and with the generation prompt."""
+    proc = styled_processor("llava", style)
+    processor = proc[0]
+    enc = SampleEncoder(processor, proc[1], max_length=4096)
     inputs, answer = enc.encode_prompt(TWO_TURNS, [IMAGE])
     assert answer == "a circle"
-    text = proc[0].tokenizer.decode(inputs["input_ids"][0])
-    assert text.endswith("USER: And the shape? ASSISTANT:")
+    image = processor.image_token * image_tokens(processor)
+    if style is None:
+        prompt = (
+            f"{TURN_START}user\n{image}What colour is it?{TURN_END}\n{TURN_START}assistant\n"
+            f"red{TURN_END}\n{TURN_START}user\nAnd the shape?{TURN_END}\n{TURN_START}assistant\n"
+        )
+    else:
+        prompt = (
+            f"{VICUNA.bos}USER: {image}\nWhat colour is it? ASSISTANT: red{VICUNA.eos}"
+            " USER: And the shape? ASSISTANT:"
+        )
+    ids, _ = expected(processor.tokenizer, [(prompt, False)])
+    assert inputs["input_ids"][0].tolist() == ids
     assert "labels" not in inputs
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3", "mllama", "llava_next"])
+@pytest.mark.parametrize(
+    ("family", "style"),
+    [
+        ("llava", "vicuna"),
+        ("qwen2_vl", "qwen"),
+        ("idefics3", "idefics3"),
+        ("mllama", "llama3"),
+        ("llava_next", "vicuna"),
+        ("llava", None),
+        ("qwen2_vl", None),
+    ],
+)
 def test_token_counter_matches_the_encoder(
-    tiny_processor: Callable[[str], Any], family: str
+    styled_processor: Callable[..., Any], family: str, style: str | None
 ) -> None:
-    processor, fam = tiny_processor(family)
+    processor, fam = styled_processor(family, style)
     max_images = None if fam.supports_multi_image else 1
     counter = TokenCounter(processor, family, max_images=max_images)
     enc = SampleEncoder(processor, fam, max_length=100_000)
@@ -365,13 +489,14 @@ def test_token_counter_matches_the_encoder(
     assert n.shortest == first.answer_start + 1
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])
+@pytest.mark.parametrize(
+    ("family", "style"),
+    [("llava", "vicuna"), ("qwen2_vl", "qwen"), ("idefics3", "idefics3"), ("llava", None)],
+)
 def test_cached_rendering_equals_rendering(
-    tiny_processor: Callable[[str], Any], family: str
+    styled_processor: Callable[..., Any], family: str, style: str | None
 ) -> None:
-    from trainer.data.chat import ChatFormat
-
-    chat = ChatFormat(tiny_processor(family)[0])
+    chat = ChatFormat(styled_processor(family, style)[0])
     for i in range(70):  # one shape, many texts: cached after the first, re-verified at 64
         s = sample(
             {

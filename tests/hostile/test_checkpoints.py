@@ -256,14 +256,18 @@ def test_a_resume_falls_back_past_a_damaged_checkpoint(finished_run: Path) -> No
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> object:
-    """A real filesystem of 3 MiB (tmpfs; root only): a tiny run's third checkpoint does not
-    fit. Unmounted after."""
+def small_disk(tmp_path: Path, finished_run: Path) -> object:
+    """A real filesystem (tmpfs; root only) with room for two and a half of the tiny run's
+    checkpoints, sized from the finished run's first one: the third does not fit.
+    Unmounted after."""
     mount = tmp_path / "disk"
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+    first = finished_run / "runs" / "victim" / "checkpoint_000001"
+    one = sum(f.stat().st_size for f in first.rglob("*") if f.is_file())
+    size_kib = int(2.5 * one / 1024) + 64  # + the run's logs and status
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(mount)],
                           check=False, capture_output=True)  # fmt: skip
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr!r}")
@@ -297,7 +301,7 @@ def test_disk_full_during_a_save_ends_with_one_message(
     run = small_disk / "full"
     assert_failed_cleanly(run, 2)
     assert resolve(run, "latest").step == 2
-    subprocess.run(["mount", "-o", "remount,size=32m", str(small_disk)], check=True)
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
     again = run_trainer(job, "name=full", f"output.dir={small_disk}", "train.max_steps=6",
                         "output.export=none")  # fmt: skip
     assert again.returncode == 0, explain(again)

@@ -46,7 +46,6 @@ def test_hub_cache_is_read_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize(
     ("name", "message", "hint"),
     [
-        ("tiny:lava", "unknown tiny model family 'lava'", "llava"),
         ("random:qwen2-vl-3b", "unknown architecture 'qwen2-vl-3b'", "random:<name>"),
         ("nobody/nothing-vlm", "not in the Hugging Face", "huggingface-cli download"),
         ("./missing/model", "does not exist", "existing folder"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.models.conftest import FAMILIES
+from vlaunch_core.errors import UserError
 from vlaunch_core.models.catalog import describe
 from vlaunch_core.models.description import ModelDescription, part_of
 from vlaunch_core.spec import ModelSpec
@@ -151,3 +152,13 @@ def test_vila_layout_and_non_vlms_are_refused_before_anything_starts(
     job.write_text(f"name: b\nmodel:\n  name_or_path: {bert}\ndata:\n  mixture: x\n")
     assert main(["validate", str(job)]) == 2
     assert "no image-text-to-text model for model_type 'bert'" in capsys.readouterr().err
+
+
+def test_an_unknown_tiny_model_type_is_a_user_error_with_the_nearest_names() -> None:
+    """The core takes `tiny:<type>` as written (torch-free, it cannot know transformers'
+    architectures); the training side, which describes the model, refuses a type that is not
+    an image-text-to-text architecture of transformers."""
+    with pytest.raises(UserError) as err:
+        describe(ModelSpec(name_or_path="tiny:lava"))
+    assert err.value.message.startswith("unknown tiny model type 'lava'. Did you mean 'llava'")
+    assert "tiny:<model_type>" in (err.value.hint or "")

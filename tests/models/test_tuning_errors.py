@@ -72,8 +72,8 @@ def test_empty_target_list_is_refused() -> None:
     assert "empty list" in err.message
 
 
-def test_unknown_tiny_family_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="unknown tiny model type 'lava'"):
+def test_unknown_tiny_model_type_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"unknown tiny model type 'lava'\. Did you mean 'llava'"):
         load_model(ModelSpec(name_or_path="tiny:lava"))
 
 

@@ -121,15 +121,15 @@ def test_no_sbatch_fails_before_anything_is_written(
             "slurm.signal_seconds",
             "before the job starts",
         ),
-        ({"env": {"BAD KEY": "x"}}, "env.BAD KEY", "not a valid environment variable"),
+        ({"env": {"BAD KEY": "x"}}, "env", "'BAD KEY': not an environment variable"),
         ({"slurm.partition": "gpu\n#SBATCH --x"}, "slurm.partition", "control character"),
         ({"output.dir": "s3://bucket/runs"}, "slurm.log_dir", "Slurm logs need a path"),
     ],
 )
 def test_render_rejects(tmp_path: Path, changes: dict, where: str, words: str) -> None:
-    spec = _spec(tmp_path, job(GPU_JOB, **changes))
+    # refused either when the spec is read (env keys) or when the job is checked for Slurm
     with pytest.raises(UserError) as info:
-        check_spec(spec)
+        check_spec(_spec(tmp_path, job(GPU_JOB, **changes)))
     assert where in str(info.value) and words in str(info.value)
 
 

@@ -146,3 +146,38 @@ def test_model_trains_in_training_mode(finished) -> None:  # type: ignore[no-unt
     live while training) and the held-out evaluation must hand training mode back."""
     modes = finished.modes_after_train
     assert len(modes) > 1 and all(modes)
+
+
+def test_one_exchange_per_optimizer_step(finished) -> None:  # type: ignore[no-untyped-def]
+    """3 steps with checkpoints at 2 and 3: one exchange (the step's one host sync) at the
+    start of each step, and one more to report a step before each checkpoint. Host memory
+    (train.host_memory_every: 10) rides on it at the first and the last step only."""
+    assert finished.sync.exchanges == 3 + 2
+    run = finished.run_dir.path
+    train = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    with_memory = [r["step"] for r in train if r["kind"] == "train" and "host_rss_gib" in r]
+    assert with_memory == [1, 3]
+
+
+def test_step_sync_carries_the_previous_step() -> None:
+    """World 1: the exchange returns the step's targets, the stop vote and the previous
+    step's totals, read from device tensors in the exchange itself."""
+    from trainer.api import StepOutput
+    from trainer.dist import DistEnv
+    from trainer.step_sync import StepSync
+
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    sync = StepSync(env)
+    first = sync.exchange(targets=7)
+    assert (first.tokens, first.stop, first.data_error) == (7.0, False, False)
+    assert (first.previous, first.memory) == (None, None)
+    out = StepOutput(torch.tensor(3.5, dtype=torch.float64), 11, torch.tensor(0.25))
+    got = sync.exchange(targets=5, stop=True, data_error=True, previous=out)
+    assert got.tokens == 5.0 and got.stop and got.data_error
+    assert got.previous is not None
+    assert (got.previous.loss_sum, got.previous.input_tokens, got.previous.grad_norm) == (
+        3.5,
+        11.0,
+        0.25,
+    )
+    assert sync.exchanges == 2

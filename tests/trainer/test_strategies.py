@@ -1,5 +1,8 @@
 """DDP, FSDP2, ZeRO-2, ZeRO-3 and ZeRO-3 + offload on two CPU ranks (gloo) against the loop
-in one process: same losses, gradient norms and weights after 3 steps.
+in one process: same losses, gradient norms and weights after 3 steps. The two-rank runs
+compute the loss inside the output layer in chunks (`train.loss=chunked`), the one-process
+reference from the full logits (`train.loss=plain`): this checks the chunked loss under every
+strategy too.
 
 LoRA dropout is off here so that the math does not depend on how samples are spread over
 ranks. Tolerance: relative 1e-5 on loss and gradient norm, absolute 5e-5 on weights (Adam

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
 
+    from trainer.data.positions import RopeIndex
     from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.plan import Plan
     from vlaunch_core.spec import JobSpec
@@ -255,8 +256,10 @@ def build_train_data(
     world_size: int = 1,
     micro_batch_size: int,
     global_batch_size: int | None = None,
+    rope_index: RopeIndex | None = None,
 ) -> TrainData:
-    """The training mixture, this rank's resumable sampler and the collator."""
+    """The training mixture, this rank's resumable sampler and the collator (`rope_index`:
+    the model's M-RoPE index for packed rows, `trainer.data.positions.rope_index`)."""
     d = spec.data
     if d.packing:
         check_packing(family)
@@ -273,7 +276,7 @@ def build_train_data(
         lengths=dataset.lengths() if d.group_by_length else None,
         order=dataset.order(spec.train.seed, d.shuffle),
     )
-    return TrainData(dataset, sampler, _collator(processor, family, d.packing))
+    return TrainData(dataset, sampler, _collator(processor, family, d.packing, rope_index))
 
 
 def build_eval_data(
@@ -293,10 +296,15 @@ def build_eval_data(
     return EvalData(dataset, sampler, _collator(processor, family, packing=False))
 
 
-def _collator(processor: Any, family: ModelDescription | None, packing: bool) -> Collator:
+def _collator(
+    processor: Any,
+    family: ModelDescription | None,
+    packing: bool,
+    rope_index: RopeIndex | None = None,
+) -> Collator:
     tok = getattr(processor, "tokenizer", processor)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return Collator(int(pad), family, packing=packing)
+    return Collator(int(pad), family, packing=packing, rope_index=rope_index)
 
 
 @dataclass

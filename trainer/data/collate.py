@@ -9,7 +9,9 @@ Packing (`data.packing: true`): all samples of the micro-batch become one row. `
 restart at 0 for each sample and there is no `attention_mask`, which is how transformers
 recognises packed sequences (`masking_utils.find_packed_sequence_indices` for sdpa/eager
 masks; flash-attention builds varlen boundaries from the same position ids), so a token never
-attends to another sample. The model must be called with `use_cache=False` (a cache turns the
+attends to another sample. Models with multimodal RoPE get `[4, 1, tokens]` position ids: the
+text positions, then each sample's own 3-D positions from the model's `get_rope_index`
+(`trainer.data.positions`). The model must be called with `use_cache=False` (a cache turns the
 detection off). Families whose inputs cannot be packed this way are refused (`packing_problem`).
 """
 
@@ -25,11 +27,25 @@ from vlaunch_core.errors import UserError
 if TYPE_CHECKING:
     import torch
 
+    from trainer.data.positions import RopeIndex
     from vlaunch_core.models.description import ModelDescription
 
 #: Model types verified to give identical logits packed and one by one
-#: (tests/data/test_packing.py); the quirks of others may say why they cannot be packed.
-PACKABLE = frozenset({"llava", "llava_next"})
+#: (tests/data/test_packing.py); the quirks of others say why they cannot be packed. A new
+#: family only needs that test: 1-D positions and M-RoPE (`RopeIndex`) are generic.
+PACKABLE = frozenset(
+    {
+        "llava",
+        "llava_next",
+        "llava_next_video",
+        "llava_onevision",
+        "mistral3",
+        "qwen2_5_vl",
+        "qwen2_vl",
+        "qwen3_vl",
+        "qwen3_vl_moe",
+    }
+)
 
 
 def packing_problem(family: ModelDescription | None) -> str | None:
@@ -38,13 +54,7 @@ def packing_problem(family: ModelDescription | None) -> str | None:
         return "the model is unknown"
     if family.name in PACKABLE:
         return None
-    why = family.quirks.packing
-    if why == "mrope":
-        return (
-            "its 3-D multimodal RoPE positions are computed per row from the whole sequence, "
-            "so they cannot restart per packed sample"
-        )
-    return why or f"packing is not verified for {family.name}"
+    return family.quirks.packing or f"packing is not verified for {family.name}"
 
 
 def check_packing(family: ModelDescription | None) -> None:
@@ -106,12 +116,18 @@ class Collator:
     """`collate_fn` of the data loader: `Encoded` items (None = dropped) to a `Batch`."""
 
     def __init__(
-        self, pad_token_id: int, family: ModelDescription | None = None, packing: bool = False
+        self,
+        pad_token_id: int,
+        family: ModelDescription | None = None,
+        packing: bool = False,
+        rope_index: RopeIndex | None = None,
     ) -> None:
         if packing:
             check_packing(family)
         self.pad_token_id = pad_token_id
         self.packing = packing
+        self.rope_index = rope_index
+        """The model's M-RoPE index (`trainer.data.positions.rope_index`); None: 1-D."""
         self.row_keys = family.quirks.row_media_keys if family else frozenset()
         self.concat_dims = dict(family.quirks.media_concat_dims) if family else {}
         self.family = family
@@ -204,5 +220,10 @@ class Collator:
             lab[0, 0] = IGNORE_INDEX  # never learn a sample's first token from the previous one
             labels.append(lab)
         out["labels"] = torch.cat(labels, dim=1)
-        out["position_ids"] = torch.cat([torch.arange(e.length) for e in items]).unsqueeze(0)
+        text = torch.cat([torch.arange(e.length) for e in items]).unsqueeze(0)
+        if self.rope_index is None:
+            out["position_ids"] = text
+        else:  # [text; M-RoPE t, h, w] x 1 row x tokens
+            mrope = torch.cat([self.rope_index(e.tensors) for e in items], dim=2)
+            out["position_ids"] = torch.cat([text.unsqueeze(0), mrope], dim=0)
         return out

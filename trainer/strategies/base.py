@@ -141,8 +141,9 @@ class Strategy:
         assert self.model is not None
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def step(self) -> float:
-        """Clip, update, zero the gradients; return the gradient norm before clipping."""
+    def step(self) -> torch.Tensor | float:
+        """Clip, update, zero the gradients; return the gradient norm before clipping (a
+        device tensor: reading it would wait for the device)."""
         import torch
 
         assert self.optimizer is not None
@@ -158,7 +159,8 @@ class Strategy:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        result: torch.Tensor = norm.detach()
+        return result
 
     # ------------------------------------------------------------------ state
 

@@ -172,9 +172,9 @@ class ZeroStrategy(Strategy):
         self.engine.backward(loss, scale_wrt_gas=False)
         self.engine.step()  # only updates at the accumulation boundary
 
-    def step(self) -> float:
-        norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
+    def step(self) -> torch.Tensor | float:
+        norm = self.engine.get_global_grad_norm()  # a float or a tensor, by version
+        return norm if norm is not None else float("nan")
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         import deepspeed

@@ -29,8 +29,9 @@ QUIRK_MODULES: dict[str, str] = {
     "qwen2_5_vl": "qwen_vl",
     "qwen3_vl": "qwen_vl",
     "qwen3_vl_moe": "qwen_vl",
-    "qwen3_5": "qwen_vl",
-    "qwen3_5_moe": "qwen_vl",
+    "qwen3_5": "qwen3_5",
+    "qwen3_5_moe": "qwen3_5",
+    "gemma3": "gemma3",
     "idefics3": "idefics3",
     "glm4v": "glm4v",
     "glm46v": "glm4v",
@@ -74,8 +75,8 @@ class Quirks:
     """One forward pass may take images and videos together (False: a micro batch that
     mixes them is refused with a clear error instead of failing inside the model)."""
     packing: str | None = None
-    """None: packed rows with per-sample `position_ids` work; `mrope`: 3-D multimodal RoPE
-    positions computed per sample; any other text: why packing is refused."""
+    """Why packing is refused for this family (None: no known reason; packing is allowed for
+    the families verified in `trainer.data.collate.PACKABLE`)."""
     unused: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = field(
         default=None, compare=False
     )

@@ -3,10 +3,10 @@
 from vlaunch_core.models.quirks import Quirks
 
 QUIRKS = Quirks(
-    packing="mrope",
     notes=(
         "dynamic resolution: image tokens = (h/28)*(w/28); bound them with the image "
         "processor's min_pixels/max_pixels",
-        "multimodal RoPE: position ids are 3-D and computed per sample",
+        "multimodal RoPE: position ids are 3-D; packed rows get each sample's own from the "
+        "model's get_rope_index",
     ),
 )

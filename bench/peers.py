@@ -1,0 +1,432 @@
+"""vlaunch side by side with what a user would pick instead: TRL's `SFTTrainer` and a plain
+`transformers.Trainer` + peft, on the same model, data, batch and threads (CPU).
+
+- Model: a Qwen2.5-VL-shaped model with random weights (`bench.jobs.small_vlm`: the tiny
+  Qwen2.5-VL's vision tower, processor and byte-level tokenizer, a decoder `HIDDEN` wide and
+  `LAYERS` deep), fp32, sdpa attention, no gradient checkpointing.
+- Tuning: `lora` = vlaunch's `lora_llm` (LoRA r=16 on every Linear of the decoder layers,
+  the projector trained in full); `full` = every parameter trained. The peers get the very
+  same module built by `trainer.api.build_model` (same trainable parameters, same LoRA init).
+- Data: single-turn instructions whose lengths follow LLaVA-1.5's instruction mix
+  (`bench.packing.length_mix`, lengths / `SCALE`): 88% one image (64x72 px: 72 image tokens
+  = 576 / 8) plus text, 12% text only; the loss on the answer only. The same samples in the
+  same order for everyone (no shuffling): vlaunch `data.shuffle=false`, the peers
+  `train_sampling_strategy="sequential"`.
+- Batch: global 16 = micro 4 x accumulation 4, one process, AdamW, constant LR, clipping 1.0.
+- vlaunch: the plain loop (`trainer.loop.Recipe`), with and without `data.packing`; it encodes
+  samples on the fly (chat template, processor, label mask) in the loader (no workers).
+- TRL `SFTTrainer`: prompt-completion samples with images, `completion_only_loss`; its own
+  collator runs the processor on the fly. TRL refuses packing and padding-free batching for
+  vision datasets, so it runs padded.
+- `Trainer` + peft: samples encoded ahead by vlaunch's own encoder (untimed: identical ids,
+  labels and pixels), a padding collator; the model's own loss from `labels`.
+
+Each run is a fresh process (`--child`) with `THREADS` math thread(s); the runs alternate
+between the trainers. Step time = from one optimizer step's end to the next (data loading
+included, as in vlaunch's metrics), the first `WARMUP` steps left out; per trainer the median
+step time over the runs, step by step (every run trains the same samples at step k); tokens/s
+= tokens of the timed steps / the sum of those medians, counted two ways: all tokens (padding
+excluded) and target tokens (labels that carry a loss). Peak RSS: the process's high-water
+mark (VmHWM) at the end.
+
+    python -m bench.peers [--repeats 3] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import BIN, REPO, bench_env
+from bench.jobs import BENCH_ROOT, fresh_run_dir, job_spec, small_vlm, write_spec, write_vila
+
+HIDDEN, LAYERS = 256, 4
+SCALE = 8
+IMAGE_PX = (64, 72)
+"""8 x 9 image tokens (the tiny Qwen2.5-VL merges 8x8-pixel cells)."""
+MICRO, ACCUM = 4, 4
+THREADS = 1
+WARMUP = 2
+MAX_LENGTH = 512
+TRAINERS = ("vlaunch+packing", "vlaunch", "trl", "hf")
+LABELS = {
+    "vlaunch+packing": "vlaunch, packing",
+    "vlaunch": "vlaunch, padded",
+    "trl": "TRL SFTTrainer (padded: refuses packing for VLMs)",
+    "hf": "transformers Trainer + peft (padded)",
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _words(rng: random.Random, n: int) -> str:
+    out: list[str] = []
+    size = 0
+    while size < n:
+        w = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+        out.append(w)
+        size += len(w) + 1
+    return " ".join(out)[: max(1, n)]
+
+
+def write_data(folder: Path, n: int, seed: int = 0) -> Path:
+    """`n` single-turn samples following LLaVA-1.5's mix / SCALE (VILA JSON + images)."""
+    from PIL import Image
+
+    from bench.packing import length_mix
+
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    names = []
+    for i in range(16):
+        name = f"img{i}.png"
+        if not (images / name).is_file():
+            colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            Image.new("RGB", IMAGE_PX, colour).save(images / name)
+        names.append(f"images/{name}")
+    rows = []
+    overhead = 20  # chat template tokens (one byte-level token per byte)
+    for i, length in enumerate(length_mix(n, seed, "llava-1.5")):
+        text = max(12, abs(length) // SCALE - overhead - (72 if length > 0 else 0))
+        question = _words(rng, max(4, text // 5))
+        row: dict[str, Any] = {
+            "id": f"s{i}",
+            "conversations": [
+                {"from": "human", "value": ("<image>\n" if length > 0 else "") + question},
+                {"from": "gpt", "value": _words(rng, max(4, text - text // 5))},
+            ],
+        }
+        if length > 0:
+            row["image"] = rng.choice(names)
+        rows.append(row)
+    return write_vila(folder / "instruct.json", rows)
+
+
+def spec_for(
+    folder: Path, model: Path, data: Path, tuning: str, packing: bool, steps: int
+) -> dict[str, Any]:
+    return job_spec(
+        f"peers-{tuning}-{'packed' if packing else 'padded'}",
+        model=str(model),
+        datasets={"instruct": {"data_path": str(data), "media_dir": str(data.parent)}},
+        out_dir=folder / "runs",
+        data={"max_length": MAX_LENGTH, "packing": packing, "shuffle": False},
+        tuning={"preset": "lora_llm" if tuning == "lora" else "fft"},
+        train={
+            "global_batch_size": MICRO * ACCUM,
+            "micro_batch_size": MICRO,
+            "grad_accum_steps": ACCUM,
+            "max_steps": steps,
+            "lr": 1e-4,
+            "scheduler": "constant",
+            "warmup_steps": 0,
+            "host_memory_every": 1000,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- children
+
+
+def _hwm() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _vlaunch(job: Path) -> list[dict[str, float]]:
+    from trainer.loop import Recipe
+    from trainer.metrics import read_metrics
+    from vlaunch_core.spec_load import load_spec
+
+    spec = load_spec(job)
+    fresh_run_dir(spec)
+    recipe = Recipe(spec, quiet=True)
+    try:
+        recipe.setup()
+        recipe.train()
+    finally:
+        recipe.cleanup()
+    steps = []
+    for r in read_metrics(recipe.run_dir.metrics_file):
+        if r.get("kind") != "train":
+            continue
+        t = float(r["step_time_s"])
+        steps.append(
+            {
+                "time": t,
+                "tokens": float(r["tokens_per_s"]) * t,
+                "targets": float(r["target_tokens"]),
+            }
+        )
+    return steps
+
+
+class _Counted:
+    """A collator wrapper counting each micro batch's tokens and target tokens."""
+
+    def __init__(self, collate: Any) -> None:
+        self.collate = collate
+        self.batches: list[tuple[int, int]] = []
+
+    def __call__(self, examples: list[Any]) -> Any:
+        out = self.collate(examples)
+        mask = out.get("attention_mask")
+        ids = out["input_ids"]
+        tokens = int(mask.sum()) if mask is not None else int(ids.numel())
+        labels = out["labels"]
+        self.batches.append((tokens, int((labels[:, 1:] != -100).sum())))
+        return out
+
+
+def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
+    import torch
+    from transformers import TrainerCallback, TrainingArguments
+
+    from trainer.api import build_model
+    from vlaunch_core.spec_load import load_spec
+
+    spec = load_spec(job)
+    torch.manual_seed(0)
+    built = build_model(spec, "fp32")
+    model = built.model
+    model.train()
+    ends: list[float] = []
+
+    class StepEnds(TrainerCallback):
+        def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
+            ends.append(time.perf_counter())
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            ends.append(time.perf_counter())
+
+    common: dict[str, Any] = {
+        "output_dir": str(job.parent / "runs" / f"{kind}-{job.stem}"),
+        "per_device_train_batch_size": MICRO,
+        "gradient_accumulation_steps": ACCUM,
+        "max_steps": steps,
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "constant",
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "optim": "adamw_torch",
+        "gradient_checkpointing": False,
+        "logging_strategy": "no",
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "use_cpu": True,
+        "seed": 0,
+        "train_sampling_strategy": "sequential",
+    }
+    if kind == "hf":
+        collate, dataset = _hf_data(spec, built)
+        from transformers import Trainer
+
+        counted = _Counted(collate)
+        trainer: Any = Trainer(
+            model=model,
+            args=TrainingArguments(**common, remove_unused_columns=False),
+            train_dataset=dataset,
+            data_collator=counted,
+            callbacks=[StepEnds()],
+        )
+    else:
+        from trl import SFTConfig, SFTTrainer
+        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+        processor = built.processor
+        dataset = _trl_data(spec)
+        counted = _Counted(
+            DataCollatorForVisionLanguageModeling(
+                processor, max_length=MAX_LENGTH, completion_only_loss=True
+            )
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**common, max_length=MAX_LENGTH, completion_only_loss=True),
+            train_dataset=dataset,
+            processing_class=processor,
+            data_collator=counted,
+            callbacks=[StepEnds()],
+        )
+    trainer.train()
+    out = []
+    for k in range(steps):
+        micro = counted.batches[k * ACCUM : (k + 1) * ACCUM]
+        out.append(
+            {
+                "time": ends[k + 1] - ends[k],
+                "tokens": float(sum(t for t, _ in micro)),
+                "targets": float(sum(t for _, t in micro)),
+            }
+        )
+    return out
+
+
+def _hf_data(spec: Any, built: Any) -> tuple[Any, list[Any]]:
+    """vlaunch's own encoding of every sample (ids, labels, pixels), and a padding collator."""
+    from trainer.data.build import build_mixture
+    from trainer.data.collate import Collator
+
+    dataset = build_mixture(spec, "train", built.processor, built.family)
+    items = [dataset[i] for i in range(len(dataset))]
+    pad = built.processor.tokenizer.pad_token_id
+    collator = Collator(int(pad), built.family)
+
+    def collate(examples: list[Any]) -> dict[str, Any]:
+        return dict(collator(examples).inputs)
+
+    return collate, [e for e in items if e is not None]
+
+
+def _trl_data(spec: Any) -> Any:
+    """The samples as TRL's prompt-completion format with the images loaded."""
+    from datasets import Dataset
+    from PIL import Image
+
+    entry = spec.data.datasets["instruct"]
+    root = Path(entry.media_dir)
+    rows = []
+    for r in json.loads(Path(entry.data_path).read_text()):
+        question = r["conversations"][0]["value"].replace("<image>\n", "")
+        answer = r["conversations"][1]["value"]
+        content: list[dict[str, Any]] = [{"type": "image"}] if "image" in r else []
+        content.append({"type": "text", "text": question})
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": content}],
+                "completion": [
+                    {"role": "assistant", "content": [{"type": "text", "text": answer}]}
+                ],
+                "images": [Image.open(root / r["image"]).convert("RGB")] if "image" in r else [],
+            }
+        )
+    return Dataset.from_list(rows)
+
+
+def child(kind: str, job: Path, steps: int, out: Path) -> None:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    steps_out = _vlaunch(job) if kind.startswith("vlaunch") else _peer(kind, job, steps)
+    out.write_text(json.dumps({"kind": kind, "steps": steps_out, "peak_rss": _hwm()}))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    timed = [r["steps"][WARMUP:] for r in runs]
+    n = min(len(t) for t in timed)
+    per_step = [statistics.median(t[k]["time"] for t in timed) for k in range(n)]
+    tokens = sum(s["tokens"] for s in timed[0][:n])
+    targets = sum(s["targets"] for s in timed[0][:n])
+    seconds = sum(per_step)
+    return {
+        "tokens_per_s": round(tokens / seconds, 1),
+        "target_tokens_per_s": round(targets / seconds, 1),
+        "median_step_s": round(statistics.median(per_step), 3),
+        "tokens_timed": int(tokens),
+        "targets_timed": int(targets),
+        "peak_rss": int(statistics.median(r["peak_rss"] for r in runs)),
+        "runs": len(runs),
+    }
+
+
+def run(
+    repeats: int = 3,
+    steps: int = 10,
+    tunings: tuple[str, ...] = ("lora", "full"),
+    root: Path | None = None,
+) -> dict[str, Any]:
+    root = root or BENCH_ROOT
+    work = root / "peers"
+    model = small_vlm("qwen2_5_vl", HIDDEN, LAYERS, root=root)
+    data = write_data(work, n=MICRO * ACCUM * steps)
+    env = bench_env(threads=THREADS)
+    results: dict[str, Any] = {}
+    for tuning in tunings:
+        jobs = {
+            True: write_spec(spec_for(work, model, data, tuning, True, steps), work),
+            False: write_spec(spec_for(work, model, data, tuning, False, steps), work),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in TRAINERS}
+        for r in range(repeats):
+            order = TRAINERS if r % 2 == 0 else tuple(reversed(TRAINERS))
+            for kind in order:
+                out = work / f"result-{tuning}-{kind}.json"
+                out.unlink(missing_ok=True)
+                job = jobs[kind == "vlaunch+packing"]
+                cmd = [str(BIN / "python"), "-m", "bench.peers", "--child", kind, str(job)]
+                cmd += [str(steps), str(out)]
+                proc = subprocess.run(
+                    cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False
+                )
+                if proc.returncode != 0:
+                    raise RuntimeError(
+                        f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
+                    )
+                runs[kind].append(json.loads(out.read_text()))
+        rows = {kind: _combine(runs[kind]) for kind in TRAINERS}
+        for kind, row in rows.items():
+            row["trainer"] = LABELS[kind]
+        results[tuning] = {
+            "rows": [rows[k] for k in TRAINERS],
+            "ratios": {
+                f"{v} / {p}": round(rows[v]["tokens_per_s"] / rows[p]["tokens_per_s"], 3)
+                for v in ("vlaunch+packing", "vlaunch")
+                for p in ("trl", "hf")
+            },
+        }
+    return {
+        "name": "peers",
+        "model": f"Qwen2.5-VL-shaped: tiny vision tower, decoder {HIDDEN} wide, {LAYERS} layers "
+        "(random init), fp32, sdpa, no gradient checkpointing",
+        "data": f"{MICRO * ACCUM * steps} single-turn samples, LLaVA-1.5 mix lengths / {SCALE} "
+        f"(88% one {IMAGE_PX[0]}x{IMAGE_PX[1]} px image = 72 image tokens, 12% text only), "
+        f"loss on the answers, max_length {MAX_LENGTH}, same order for all (no shuffling)",
+        "batch": f"global {MICRO * ACCUM} = micro {MICRO} x accumulation {ACCUM}, 1 process, "
+        f"{THREADS} thread, {steps} steps (first {WARMUP} not timed), AdamW, constant LR",
+        "results": results,
+        "versions": _versions(),
+        "command": f"python -m bench.peers --repeats {repeats} --steps {steps}",
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("torch", "transformers", "peft", "trl")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__)
+    parser.add_argument("--child", nargs=4, metavar=("KIND", "JOB", "STEPS", "OUT"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--tuning", action="append", choices=["lora", "full"])
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, job, steps, out = args.child
+        child(kind, Path(job), int(steps), Path(out))
+        return 0
+    result = run(args.repeats, args.steps, tuple(args.tuning or ("lora", "full")))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
