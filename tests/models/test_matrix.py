@@ -36,7 +36,7 @@ xfail that starts passing fails the run, so the list stays true); docs/architect
 ("The training matrix") has the table and the reasons, checked against this file.
 
 Time (2 busy cores): ~4 s per architecture for both runs, exports and reloads; the whole
-matrix ~4 minutes. The architectures of `FAST` run unmarked (about a minute), the others are
+matrix 2 to 5 minutes. The architectures of `FAST` run unmarked (about 35 s), the others are
 marked `slow`:
 
     .venv/bin/python -m pytest tests/models/test_matrix.py -q               # whole matrix
@@ -79,7 +79,7 @@ NAMED = (
 FRESH_INTERPRETER = ("qwen3_5", "qwen3_vl_moe", "gemma4", "llama4", "internvl", "mllama")
 """Reloaded in a fresh interpreter without vlaunch too (one process for all of them)."""
 FAST = (*FRESH_INTERPRETER, "llava", "qwen2_vl")
-"""Unmarked (run by `-m "not slow"`, about a minute); every other architecture is `slow`."""
+"""Unmarked (run by `-m "not slow"`, about 35 s); every other architecture is `slow`."""
 
 FAILS: dict[str, str] = {
     "shieldgemma2": "not a chat model: ShieldGemma2Processor replaces the prompt with its own "
