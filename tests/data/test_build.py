@@ -104,9 +104,13 @@ def test_packing_and_group_by_length(
         global_batch_size=8,
     )
     assert grouped.sampler.group_by_length and grouped.sampler.lengths is not None
+    # M-RoPE models pack (per-sample 3-D positions); Gemma 3's bidirectional image attention
+    # does not, and says why
     qwen, qfam = tiny_processor("qwen2_vl")
-    with pytest.raises(UserError, match=r"data\.packing is not supported for qwen2_vl"):
-        build_train_data(make_spec(tmp_path, shapes, packing=True), qwen, qfam, micro_batch_size=4)
+    build_train_data(make_spec(tmp_path, shapes, packing=True), qwen, qfam, micro_batch_size=4)
+    gemma, gfam = tiny_processor("gemma3")
+    with pytest.raises(UserError, match=r"data\.packing is not supported for gemma3: its image"):
+        build_train_data(make_spec(tmp_path, shapes, packing=True), gemma, gfam, micro_batch_size=4)
 
 
 def test_videos_train_as_videos_or_are_refused(
