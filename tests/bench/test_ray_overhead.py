@@ -17,7 +17,7 @@ def test_both_hosts_train_with_the_same_threads(bench_root: Path) -> None:
         steps=4,
         warmup=1,
         hidden=64,
-        layers=1,
+        layers=2,  # a stack of layers (LoRA targets the layers of a repeated stack)
         global_batch_size=4,
         micro_batch_size=2,
         root=bench_root,
