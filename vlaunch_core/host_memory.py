@@ -48,7 +48,7 @@ CPU_RANK_BYTES = int(0.9 * GIB)
 """Resident memory of a CPU training rank before its model: Python with torch 2.14.1 (the
 CUDA build, which also runs on CPU: torch alone is 0.69 GiB resident), torchvision,
 transformers 5.25, peft and deepspeed imported (bitsandbytes only for QLoRA) measured 0.78 to
-0.90 GiB here (the same lock in two venvs), plus the processor and the data index
+1.00 GiB here (the same lock, under different load), plus the processor and the data index
 (tests/hostmem re-measures it)."""
 GPU_RANK_BYTES = int(3.0 * GIB)
 """Resident memory of a GPU training rank before its model (stated, not measured here): the

@@ -31,5 +31,8 @@ def test_cpu_rank_baseline_matches_a_fresh_process() -> None:
         f"\nfresh rank process: {rss / 2**30:.2f} GiB RSS; model constant "
         f"{CPU_RANK_BYTES / 2**30:.2f} GiB"
     )
-    # the constant adds the processor and the data index (~30 MiB) to the imports
-    assert 0.75 * CPU_RANK_BYTES <= rss <= 1.1 * CPU_RANK_BYTES
+    # the constant adds the processor and the data index (~30 MiB) to the imports. The same
+    # lock measured 0.78 to 1.00 GiB here (mapped libraries are resident or not depending on
+    # what else runs): the window holds that spread and still catches a library imported
+    # eagerly or a constant off by a quarter
+    assert 0.75 * CPU_RANK_BYTES <= rss <= 1.25 * CPU_RANK_BYTES
