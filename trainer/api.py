@@ -169,16 +169,27 @@ def train_step(
     micro: Sequence[dict[str, Any]],
     tokens: float,
     loss: TokenLoss | None = None,
+    *,
+    step: int = 0,
 ) -> StepOutput:
     """One optimizer step: forward/backward every micro batch with loss
     `sum(CE) * world / tokens` (`tokens`: target tokens of the step on all ranks; gradient
     sync on the last micro batch only), then clip and update. `loss`: `build_loss`'s (the
     plain loss over full logits when None). No host sync: the returned loss and gradient norm
-    stay on the device."""
+    stay on the device.
+
+    Under `train.deterministic` the micro batches' gradients are summed over all ranks in
+    the global micro-batch order instead, dropout seeded per micro batch from the spec's seed
+    and `step` (the 0-based optimizer step): `trainer.deterministic`."""
     import torch
 
     env = strategy.env
     loss_fn: TokenLoss = loss if loss is not None else PlainLoss()
+    if strategy.train.deterministic:
+        from trainer.deterministic import ordered_micro_steps
+
+        loss_sum = ordered_micro_steps(strategy, micro, tokens, loss_fn, step=step)
+        return StepOutput(loss_sum, input_tokens(micro), strategy.step())
     scale = env.world_size / max(tokens, 1.0)
     float_dtype = strategy.input_dtype()
     loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)

@@ -7,7 +7,9 @@ One optimizer step:
   1. take `grad_accum_steps` micro batches; count their target tokens and all-reduce the count
      (together with the stop flags, one collective);
   2. forward/backward each micro batch with loss `sum(CE) * world / tokens_in_step`
-     (gradient sync only on the last micro batch);
+     (gradient sync only on the last micro batch; under `train.deterministic`, `sum(CE) /
+     tokens_in_step`, every micro batch's gradient gathered and summed in the global
+     micro-batch order: `trainer.deterministic`);
   3. clip, step the optimizer and the LR schedule;
   4. log, checkpoint every `train.checkpoint_every` steps, or at a stop request.
 
@@ -15,7 +17,8 @@ Exact resume: the data position is the optimizer step (the sampler's global orde
 depend on the world size), the LR schedule and optimizer come from the checkpoint, and the
 RNGs are re-seeded at every step from (seed, step, rank) *after* the step's batches are
 fetched (a data loader draws from the RNG when an epoch starts), so a resumed run computes the
-same updates as an uninterrupted one.
+same updates as an uninterrupted one: bit for bit on the same world size, and with
+`train.deterministic` (dropout then seeded per global micro batch) on any world size.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import contextlib
 import logging
 import math
 import os
-import random
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -39,6 +41,7 @@ from trainer.host import Host, LocalHost, disk_problem, tidy_for_resume
 from trainer.hostmem import HostMemoryGuard
 from trainer.loss import target_tokens
 from trainer.rundir import RunDir, write_json_atomic
+from trainer.seeding import seed_everything, step_seed
 from trainer.step_sync import Exchanged, StepSync
 from trainer.stop import StopRequest
 from vlaunch_core.errors import ProblemReport, UserError
@@ -73,22 +76,6 @@ class TrainResult:
     total_steps: int
     run_dir: Path
     loss: float | None
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """The RNG seed of one rank's optimizer step (dropout etc.): resume-proof."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Recipe:
@@ -220,7 +207,8 @@ class Recipe:
 
         assert self.resume is not None
         scan(ckpt)  # every .pt file weights-only loadable, before anything is loaded
-        problems = resume_problems(saved_spec(ckpt), self.resume, self.spec, self.plan)
+        saved = saved_spec(ckpt)
+        problems = resume_problems(saved, self.resume, self.spec, self.plan)
         if problems:
             raise ProblemReport(
                 title=f"this spec cannot continue run '{self.spec.name}' (resuming from "
@@ -228,6 +216,13 @@ class Recipe:
                 "keys as the run had them, or give the job a new name to start a new run",
                 problems=problems,
                 source=str(self.run_dir.path),
+            )
+        if saved.train.deterministic != self.spec.train.deterministic and self.env.is_main:
+            logger.warning(
+                "the run was trained with train.deterministic=%s, this spec says %s: it goes "
+                "on, with the gradients summed another way (the resume is not exact)",
+                saved.train.deterministic,
+                self.spec.train.deterministic,
             )
 
     def _build_model(self) -> tuple[Any, Any, tuple[type, ...]]:
@@ -363,7 +358,7 @@ class Recipe:
             if got.stop:
                 stopped = True
                 break
-            out = api.train_step(self.strategy, micro, got.tokens, self.loss)
+            out = api.train_step(self.strategy, micro, got.tokens, self.loss, step=step)
             lr = float(self.scheduler.get_last_lr()[0])
             self.scheduler.step()
             step = self.step = step + 1

@@ -7,7 +7,8 @@ modules are trained and how (the LoRA shapes and scaling), the optimizer and the
 state the precision and the number of ranks. A spec that changes any of them cannot
 continue the run: every difference is reported at once, before Ray starts, before the run's
 `spec.yaml` and `plan.json` are rewritten, and without touching the run. Everything else
-(data, learning rate, steps, evaluation, resources) may change.
+(data, learning rate, steps, evaluation, resources, `train.deterministic`) may change (a
+changed `train.deterministic` is logged: the resume is then not exact).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ The prediction is split into the parts people reason about:
 - weights: every parameter, in the dtype the trainer keeps it in (frozen: compute dtype;
   trained: fp32 master weights; QLoRA language-model linears: 4-bit NF4 + quantisation
   constants), divided by the world size under FSDP / ZeRO-3;
-- gradients: fp32, one per trained parameter (sharded from ZeRO-2 on; DDP adds its buckets);
+- gradients: fp32, one per trained parameter (sharded from ZeRO-2 on; DDP adds its buckets;
+  `train.deterministic` adds (1 + world) x accumulation copies);
 - optimizer: AdamW's two fp32 moments per trained parameter (+ the fp32 master copy that
   DeepSpeed keeps when it trains in bf16/fp16), sharded from ZeRO-2 on, on the host with
   `offload`;
@@ -87,6 +88,9 @@ class TrainingSetup:
     copied."""
     loss: str = "plain"
     """`train.loss`: `plain` holds the logits of the micro batch; the others one chunk."""
+    deterministic_accum: int = 0
+    """`train.deterministic`: the accumulation steps (0: off). Each rank then holds its
+    micro batches' gradients apart and every rank's gathered (`trainer.deterministic`)."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,14 @@ def estimate(
         grads *= 2  # DDP's reducer buckets hold a second copy while gradients are reduced
     if setup.strategy in ("zero2", *SHARDED):
         grads /= world
+    if setup.deterministic_accum:
+        # this rank's micro-batch gradients, every rank's gathered, and their sum
+        grads += (1 + world) * setup.deterministic_accum * n_train * 4.0 + n_train * 4.0
+        notes.append(
+            f"train.deterministic holds {(1 + world) * setup.deterministic_accum + 1} more "
+            "copies of the trainable gradients (this rank's micro batches', every rank's "
+            "gathered, their sum)"
+        )
     if setup.optimizer == "adamw":
         optim = n_train * 8.0
         if deepspeed and setup.precision != "fp32":

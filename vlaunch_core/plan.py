@@ -276,6 +276,9 @@ def training_setup(
         unused_prefixes=facts.unused_prefixes,
         module_prefixes=facts.module_prefixes,
         loss="plain" if tr.loss == "plain" else "chunked",
+        deterministic_accum=-(-tr.global_batch_size // (micro_batch_size * world.world_size))
+        if tr.deterministic
+        else 0,
     )
 
 

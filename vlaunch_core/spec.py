@@ -275,6 +275,14 @@ class TrainSpec(Section):
     where the model's output layer cannot be fused), or `plain` (the model's full logits)."""
     seed: int = Field(default=42, ge=0, le=2**63 - 1)
     """Seed of weights init (LoRA), data order, dropout."""
+    deterministic: bool = False
+    """The same weights bit for bit on any world size (with the same micro batch), so that a
+    run resumed on another number of ranks goes on exactly (on CPU; GPUs also need
+    deterministic kernels, asked for but not guaranteed): each micro batch's gradient is kept
+    apart and every rank's are summed in the global micro-batch order (an all-gather instead
+    of DDP's all-reduce), dropout seeded per micro batch. Costs world x accumulation x
+    trainable parameters of fp32 gradients per rank and more communication: for LoRA-sized
+    trainable sets. `ddp` strategy only."""
     checkpoint_every: int = Field(default=200, ge=1)
     """Save a checkpoint every N optimizer steps (and at the end, and on SIGTERM/SIGUSR1)."""
     keep_last: int = Field(default=2, ge=1)

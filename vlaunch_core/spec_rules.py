@@ -95,6 +95,16 @@ def cross_field_problems(spec: JobSpec) -> list[Problem]:
                     "set train.precision=bf16 (or auto)",
                 )
             )
+    if tr.deterministic and tr.strategy != "ddp":
+        out.append(
+            Problem(
+                "train.deterministic",
+                f"deterministic gradients are summed by the ddp strategy only, not by "
+                f"'{tr.strategy}'",
+                "set train.strategy=ddp (deterministic mode is meant for LoRA-sized trainable "
+                "sets), or remove train.deterministic",
+            )
+        )
     if tr.warmup_steps is not None and tr.differs_from_default("warmup_ratio"):
         out.append(
             Problem(

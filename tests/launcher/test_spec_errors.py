@@ -58,6 +58,10 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["train.micro_batch_size=0"], ["train.micro_batch_size"]),
     (["train.strategy=zero4"], ["train.strategy", "'zero3'"]),
     (["tuning.preset=qlora_llm", "train.strategy=fsdp"], ["train.strategy", "QLoRA", "ddp"]),
+    (
+        ["train.deterministic=true", "train.strategy=zero2"],
+        ["train.deterministic", "'zero2'", "train.strategy=ddp"],
+    ),
     (["data.mixture=shapes_trian"], ["data.mixture", "shapes_trian", "shapes_train"]),
     (["tuning.preset=lora_everything"], ["tuning.preset", "lora_everything", "lora_llm"]),
     (

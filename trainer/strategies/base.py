@@ -7,6 +7,8 @@ strategy's name.
 Gradient averaging: DDP, FSDP and DeepSpeed all *average* gradients over ranks. The loop
 scales each micro batch's summed loss by `world_size / tokens_in_the_whole_step`, so the
 averaged gradient is the gradient of the mean token loss over every micro batch of every rank.
+Under `train.deterministic` (DDP only) the loop sums the micro batches' gradients itself, in
+the global micro-batch order, with loss `sum(CE) / tokens` (`trainer.deterministic`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class Strategy:
         import torch
         from torch.nn.parallel import DistributedDataParallel
 
+        if self.train.deterministic and self.env.device.type == "cuda":
+            _deterministic_kernels()
         model.to(self.env.device)
         self.unwrapped = model
         if self.env.distributed:
@@ -203,3 +207,16 @@ def saved(name: str, param: torch.nn.Parameter) -> bool:
     PEFT `modules_to_save` copy (PEFT saves and loads the whole copy; frozen parts of it,
     such as Granite-Docling's unused `connector.fine`, keep the base model's values)."""
     return param.requires_grad or ".modules_to_save." in name
+
+
+def _deterministic_kernels() -> None:
+    """`train.deterministic` on CUDA: ask torch for deterministic kernels (warning where an
+    operation has none) and cuBLAS for a fixed workspace. Not tested on GPUs here: CPU runs
+    are the ones shown bit for bit (tests/trainer/test_data_sources.py)."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
