@@ -20,6 +20,8 @@
   vision datasets, so it runs padded.
 - `Trainer` + peft: samples encoded ahead by vlaunch's own encoder (untimed: identical ids,
   labels and pixels), a padding collator; the model's own loss from `labels`.
+- Packing on other M-RoPE families (`PACKING_FAMILIES`: Qwen3-VL): vlaunch packed against
+  vlaunch padded on the same decoder size with that family's tiny tower (LoRA).
 
 Each run is a fresh process (`--child`) with `THREADS` math thread(s); the runs alternate
 between the trainers. Step time = from one optimizer step's end to the next (data loading
@@ -346,11 +348,59 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+PACKING_FAMILIES = ("qwen3_vl",)
+"""Other M-RoPE families whose packing is timed against their own padded runs (vlaunch only:
+the peers are compared on Qwen2.5-VL above)."""
+
+
+def _compare(
+    work: Path,
+    jobs: dict[bool, Path],
+    trainers: tuple[str, ...],
+    repeats: int,
+    steps: int,
+    env: dict[str, str],
+    tag: str,
+) -> dict[str, Any]:
+    """Run each trainer `repeats` times, alternating; rows and tokens/s ratios."""
+    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in trainers}
+    for r in range(repeats):
+        order = trainers if r % 2 == 0 else tuple(reversed(trainers))
+        for kind in order:
+            out = work / f"result-{tag}-{kind}.json"
+            out.unlink(missing_ok=True)
+            job = jobs[kind == "vlaunch+packing"]
+            cmd = [str(BIN / "python"), "-m", "bench.peers", "--child", kind, str(job)]
+            cmd += [str(steps), str(out)]
+            proc = subprocess.run(
+                cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
+                )
+            runs[kind].append(json.loads(out.read_text()))
+    rows = {kind: _combine(runs[kind]) for kind in trainers}
+    for kind, row in rows.items():
+        row["trainer"] = LABELS[kind]
+    peers: list[str] = [p for p in ("trl", "hf") if p in trainers] or ["vlaunch"]
+    return {
+        "rows": [rows[k] for k in trainers],
+        "ratios": {
+            f"{v} / {p}": round(rows[v]["tokens_per_s"] / rows[p]["tokens_per_s"], 3)
+            for v in ("vlaunch+packing", "vlaunch")
+            for p in peers
+            if v != p
+        },
+    }
+
+
 def run(
     repeats: int = 3,
     steps: int = 10,
     tunings: tuple[str, ...] = ("lora", "full"),
     root: Path | None = None,
+    packing_families: tuple[str, ...] = PACKING_FAMILIES,
 ) -> dict[str, Any]:
     root = root or BENCH_ROOT
     work = root / "peers"
@@ -360,43 +410,32 @@ def run(
     results: dict[str, Any] = {}
     for tuning in tunings:
         jobs = {
-            True: write_spec(spec_for(work, model, data, tuning, True, steps), work),
-            False: write_spec(spec_for(work, model, data, tuning, False, steps), work),
+            packed: write_spec(spec_for(work, model, data, tuning, packed, steps), work)
+            for packed in (True, False)
         }
-        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in TRAINERS}
-        for r in range(repeats):
-            order = TRAINERS if r % 2 == 0 else tuple(reversed(TRAINERS))
-            for kind in order:
-                out = work / f"result-{tuning}-{kind}.json"
-                out.unlink(missing_ok=True)
-                job = jobs[kind == "vlaunch+packing"]
-                cmd = [str(BIN / "python"), "-m", "bench.peers", "--child", kind, str(job)]
-                cmd += [str(steps), str(out)]
-                proc = subprocess.run(
-                    cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False
-                )
-                if proc.returncode != 0:
-                    raise RuntimeError(
-                        f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
-                    )
-                runs[kind].append(json.loads(out.read_text()))
-        rows = {kind: _combine(runs[kind]) for kind in TRAINERS}
-        for kind, row in rows.items():
-            row["trainer"] = LABELS[kind]
-        results[tuning] = {
-            "rows": [rows[k] for k in TRAINERS],
-            "ratios": {
-                f"{v} / {p}": round(rows[v]["tokens_per_s"] / rows[p]["tokens_per_s"], 3)
-                for v in ("vlaunch+packing", "vlaunch")
-                for p in ("trl", "hf")
-            },
+        results[tuning] = _compare(work, jobs, TRAINERS, repeats, steps, env, tuning)
+    for family in packing_families:
+        other = small_vlm(family, HIDDEN, LAYERS, root=root)
+        folder = work / family
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs = {
+            packed: write_spec(spec_for(folder, other, data, "lora", packed, steps), folder)
+            for packed in (True, False)
         }
+        label = f"lora, {family}-shaped (vlaunch packing vs padded)"
+        results[label] = _compare(
+            folder, jobs, ("vlaunch+packing", "vlaunch"), repeats, steps, env, family
+        )
     return {
         "name": "peers",
         "model": f"Qwen2.5-VL-shaped: tiny vision tower, decoder {HIDDEN} wide, {LAYERS} layers "
-        "(random init), fp32, sdpa, no gradient checkpointing",
+        "(random init), fp32, sdpa, no gradient checkpointing"
+        + "".join(
+            f"; the {f} rows: the same decoder size on {f}'s tiny tower" for f in packing_families
+        ),
         "data": f"{MICRO * ACCUM * steps} single-turn samples, LLaVA-1.5 mix lengths / {SCALE} "
-        f"(88% one {IMAGE_PX[0]}x{IMAGE_PX[1]} px image = 72 image tokens, 12% text only), "
+        f"(88% one {IMAGE_PX[0]}x{IMAGE_PX[1]} px image = 72 image tokens on Qwen2.5-VL, "
+        "12% text only), "
         f"loss on the answers, max_length {MAX_LENGTH}, same order for all (no shuffling)",
         "batch": f"global {MICRO * ACCUM} = micro {MICRO} x accumulation {ACCUM}, 1 process, "
         f"{THREADS} thread, {steps} steps (first {WARMUP} not timed), AdamW, constant LR",
