@@ -13,7 +13,8 @@ Ray's own processes. Its peak is the larger of two phases:
   has in flight; `data.worker_memory_mib` overrides the estimate), pinned copies of
   prefetched batches (GPU), ZeRO offload's optimizer states and fp32 masters (pinned), and on
   the `cpu` profile the device estimate itself (device memory *is* host memory there, so its
-  weights, gradients, optimizer and activations are counted once, here).
+  weights, gradients, optimizer and activations are counted once, here), plus one more
+  step of activations that glibc keeps resident after freeing it (`allocator_slack`).
 
 The per-process baselines are constants: measured on this project's CPU image, stated for
 GPUs (see the constants). docs/host-memory.md explains each part and the measurements.
@@ -299,19 +300,30 @@ def estimate_host_memory(
     parts: dict[str, int] = {"processes": ranks * rank_baseline(is_gpu)}
     parts["ray"] = (RAY_HEAD_BYTES if head_node else RAY_NODE_BYTES) if ray else 0
     parts["model_loading"] = ranks * loading_bytes_per_rank(table, setup, low_memory=low)
-    state = 0
+    state = slack = 0
     if not is_gpu and device is not None:
         # the cpu profile: the device estimate lives in host RAM (its `overhead` part is the
         # process baseline, counted above)
         state = sum(v for k, v in device.parts.items() if k != "overhead")
+        # glibc keeps a step's freed activation memory resident for the next one: a CPU
+        # rank's RSS holds about one more step of activations than the estimate's peak
+        # (measured by tests/hostmem/test_low_memory_loading.py: docs/host-memory.md)
+        slack = device.parts.get("activations", 0)
     parts["training_state"] = ranks * state
+    parts["allocator_slack"] = ranks * slack
     offload = 0
     if strategy == "offload":
         offload = offload_bytes_per_rank(table, setup, params_too=is_gpu)
         notes.append("ZeRO offload keeps optimizer states and fp32 master weights in host RAM")
     parts["optimizer_offload"] = ranks * offload
     batch = batch_bytes(spec, shape, setup.micro_batch_size, supports_video)
-    fixed = parts["processes"] + parts["ray"] + parts["training_state"] + offload * ranks
+    fixed = (
+        parts["processes"]
+        + parts["ray"]
+        + parts["training_state"]
+        + parts["allocator_slack"]
+        + offload * ranks
+    )
     budget = max(0, int(ram * (1.0 - HOST_HEADROOM)) - fixed)
     loader, each = choose_loader(
         spec, cores=cores, ranks_per_node=ranks, budget=budget, batch=batch
@@ -325,6 +337,7 @@ def estimate_host_memory(
     training = (
         base
         + parts["training_state"]
+        + parts["allocator_slack"]
         + parts["optimizer_offload"]
         + parts["pinned_batches"]
         + parts["data_workers"]

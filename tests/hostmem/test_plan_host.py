@@ -159,7 +159,15 @@ def test_the_cpu_profile_counts_device_memory_once(tmp_path: Path, shapes_small:
     # the device estimate (minus its per-process overhead, which is the baseline) is host RAM
     assert h.parts["training_state"] == ranks * (m.total - m.parts["overhead"])
     assert h.training == sum(
-        h.parts[k] for k in ("processes", "ray", "training_state", "data_workers", "pinned_batches")
+        h.parts[k]
+        for k in (
+            "processes",
+            "ray",
+            "training_state",
+            "allocator_slack",
+            "data_workers",
+            "pinned_batches",
+        )
     )
     assert h.parts["pinned_batches"] == 0  # no pinned memory without a GPU
 
