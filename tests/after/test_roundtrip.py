@@ -32,15 +32,13 @@ Tolerances (fp32 on CPU), max abs logit difference to base + adapter as vlaunch 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.after.helpers import cli, train_here
+from tests.trainer.helpers import run_without_vlaunch
 
 FAMILIES: dict[str, dict[str, str]] = {
     "llava": {"preset": "lora_llm", "projector": "frozen"},
@@ -161,16 +159,7 @@ def roundtrips(tmp_path_factory: pytest.TempPathFactory, shapes: Path) -> dict[s
                 "result": str(folder / f"{family}.out"),
             }
         )
-    (folder / "jobs.json").write_text(json.dumps(jobs))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("load_without_vlaunch.py")),
-         str(folder / "jobs.json")],
-        cwd=folder, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_without_vlaunch(Path(__file__).with_name("load_without_vlaunch.py"), jobs, folder)
     for family, job in zip(FAMILIES, jobs, strict=True):
         refs[family]["fresh"] = load_file(job["result"])
         refs[family]["info"] = report[job["result"]]

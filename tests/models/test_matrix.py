@@ -47,10 +47,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +56,7 @@ from typing import Any
 import pytest
 
 from tests.models.test_tuning_matrix import expected_plan
+from tests.trainer.helpers import run_without_vlaunch
 from trainer.models.tiny import VERIFIED
 from trainer.models.tiny.check import media_token_ids
 from vlaunch_core.models.description import canonical_name
@@ -484,16 +482,7 @@ def test_exports_reload_without_vlaunch(matrix: Matrix, tmp_path: Path) -> None:
             save_file({n: v.contiguous() for n, v in inputs.items()}, str(path))
             jobs.append({"export": str(run.export), "inputs": str(path),
                          "result": str(tmp_path / f"{arch}-{k}.out")})  # fmt: skip
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("reload_plain.py")),
-         str(tmp_path / "jobs.json")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    classes = json.loads(proc.stdout.strip().splitlines()[-1])
+    classes = run_without_vlaunch(Path(__file__).with_name("reload_plain.py"), jobs, tmp_path)
     k = 0
     for arch in FRESH_INTERPRETER:
         run = matrix.get(arch, "lora")

@@ -83,6 +83,20 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_without_vlaunch(script: Path, jobs: list[dict[str, Any]], folder: Path) -> Any:
+    """Run `script jobs.json` in a fresh interpreter that cannot import vlaunch (no
+    PYTHONPATH, offline, one thread); return the JSON its last stdout line prints."""
+    (folder / "jobs.json").write_text(json.dumps(jobs))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(script), str(folder / "jobs.json")],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_trainer(
     job: Path, *overrides: str, nproc: int = 1, timeout: float = 300, **env: str
 ) -> subprocess.CompletedProcess[str]:
