@@ -3,7 +3,8 @@
 
 - Model: a Qwen2.5-VL-shaped model with random weights (`bench.jobs.small_vlm`: the tiny
   Qwen2.5-VL's vision tower, processor and byte-level tokenizer, a decoder `HIDDEN` wide and
-  `LAYERS` deep), fp32, sdpa attention, no gradient checkpointing.
+  `LAYERS` deep, `VOCAB` output rows: Qwen2.5-VL-3B's output-layer share), fp32, sdpa
+  attention, no gradient checkpointing.
 - Tuning: `lora` = vlaunch's `lora_llm` (LoRA r=16 on every Linear of the decoder layers,
   the projector trained in full); `full` = every parameter trained. The peers get the very
   same module built by `trainer.api.build_model` (same trainable parameters, same LoRA init).
@@ -13,11 +14,12 @@
   same order for everyone (no shuffling): vlaunch `data.shuffle=false`, the peers
   `train_sampling_strategy="sequential"`.
 - Batch: global 16 = micro 4 x accumulation 4, one process, AdamW, constant LR, clipping 1.0.
+- Every trainer: `THREADS` math thread(s) and `WORKERS` data-loader worker process(es).
 - vlaunch: the plain loop (`trainer.loop.Recipe`), with and without `data.packing`; it encodes
-  samples on the fly (chat template, processor, label mask) in the loader (no workers).
-- TRL `SFTTrainer`: prompt-completion samples with images, `completion_only_loss`; its own
-  collator runs the processor on the fly. TRL refuses packing and padding-free batching for
-  vision datasets, so it runs padded.
+  samples on the fly (chat template, processor, label mask) in its loader.
+- TRL `SFTTrainer`: prompt-completion samples with images, `completion_only_loss`, fp32 (its
+  config defaults to bf16 autocast); its own collator runs the processor on the fly (in its
+  loader). TRL refuses packing and padding-free batching for vision datasets: it runs padded.
 - `Trainer` + peft: samples encoded ahead by vlaunch's own encoder (untimed: identical ids,
   labels and pixels), a padding collator; the model's own loss from `labels`.
 - Packing on other M-RoPE families (`PACKING_FAMILIES`: Qwen3-VL): vlaunch packed against
@@ -28,8 +30,9 @@ between the trainers. Step time = from one optimizer step's end to the next (dat
 included, as in vlaunch's metrics), the first `WARMUP` steps left out; per trainer the median
 step time over the runs, step by step (every run trains the same samples at step k); tokens/s
 = tokens of the timed steps / the sum of those medians, counted two ways: all tokens (padding
-excluded) and target tokens (labels that carry a loss). Peak RSS: the process's high-water
-mark (VmHWM) at the end.
+excluded) and target tokens (labels that carry a loss), as the micro batches reach the model.
+Peak RSS: the training process's high-water mark (VmHWM) at the end (its loader worker not
+included, one per trainer).
 
     python -m bench.peers [--repeats 3] [--steps 10]
 """
@@ -51,11 +54,21 @@ from bench.common import BIN, REPO, bench_env
 from bench.jobs import BENCH_ROOT, fresh_run_dir, job_spec, small_vlm, write_spec, write_vila
 
 HIDDEN, LAYERS = 256, 4
+HEAD_SHARE = 2048 * 151_936 / (36 * (2 * 2048**2 + 2 * 2048 * 256 + 3 * 2048 * 11_008))
+"""Qwen2.5-VL-3B's output layer against its 36 decoder layers, matmul weights per token
+(0.112): hidden 2048, vocabulary 151,936; q/o 2048x2048, k/v 2048x256, MLP 3 x 2048x11,008."""
+VOCAB = round(HEAD_SHARE * LAYERS * 16 * HIDDEN / 64) * 64
+"""Rows of the output layer (and embeddings) that give this decoder (16 x HIDDEN^2 weights a
+layer) the same output-layer share as Qwen2.5-VL-3B: 1,856, not the byte-level tokenizer's
+264, so the output layer weighs in the step as in a real model."""
 SCALE = 8
 IMAGE_PX = (64, 72)
 """8 x 9 image tokens (the tiny Qwen2.5-VL merges 8x8-pixel cells)."""
 MICRO, ACCUM = 4, 4
 THREADS = 1
+WORKERS = 1
+"""Data-loader worker processes per trainer: the same for all, what vlaunch's
+`data.num_workers: auto` picks for one rank on this 2-core machine."""
 WARMUP = 2
 MAX_LENGTH = 512
 TRAINERS = ("vlaunch+packing", "vlaunch", "trl", "hf")
@@ -122,7 +135,12 @@ def spec_for(
         model=str(model),
         datasets={"instruct": {"data_path": str(data), "media_dir": str(data.parent)}},
         out_dir=folder / "runs",
-        data={"max_length": MAX_LENGTH, "packing": packing, "shuffle": False},
+        data={
+            "max_length": MAX_LENGTH,
+            "packing": packing,
+            "shuffle": False,
+            "num_workers": WORKERS,
+        },
         tuning={"preset": "lora_llm" if tuning == "lora" else "fft"},
         train={
             "global_batch_size": MICRO * ACCUM,
@@ -176,20 +194,20 @@ def _vlaunch(job: Path) -> list[dict[str, float]]:
 
 
 class _Counted:
-    """A collator wrapper counting each micro batch's tokens and target tokens."""
+    """Wraps a trainer's `compute_loss` (called in the training process once per micro
+    batch, whatever runs the collator) to count each micro batch's tokens and target tokens."""
 
-    def __init__(self, collate: Any) -> None:
-        self.collate = collate
+    def __init__(self, compute_loss: Any) -> None:
+        self.compute_loss = compute_loss
         self.batches: list[tuple[int, int]] = []
 
-    def __call__(self, examples: list[Any]) -> Any:
-        out = self.collate(examples)
-        mask = out.get("attention_mask")
-        ids = out["input_ids"]
+    def __call__(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        mask = inputs.get("attention_mask")
+        ids = inputs["input_ids"]
         tokens = int(mask.sum()) if mask is not None else int(ids.numel())
-        labels = out["labels"]
+        labels = inputs["labels"]
         self.batches.append((tokens, int((labels[:, 1:] != -100).sum())))
-        return out
+        return self.compute_loss(model, inputs, *args, **kwargs)
 
 
 def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
@@ -228,8 +246,12 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
         "save_strategy": "no",
         "report_to": "none",
         "disable_tqdm": True,
-        "dataloader_num_workers": 0,
+        "dataloader_num_workers": WORKERS,
         "use_cpu": True,
+        # fp32 like the others: TRL's SFTConfig defaults to bf16 mixed precision (CPU
+        # autocast here), which made its steps cheaper than the same work in fp32.
+        "bf16": False,
+        "fp16": False,
         "seed": 0,
         "train_sampling_strategy": "sequential",
     }
@@ -237,12 +259,11 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
         collate, dataset = _hf_data(spec, built)
         from transformers import Trainer
 
-        counted = _Counted(collate)
         trainer: Any = Trainer(
             model=model,
             args=TrainingArguments(**common, remove_unused_columns=False),
             train_dataset=dataset,
-            data_collator=counted,
+            data_collator=collate,
             callbacks=[StepEnds()],
         )
     else:
@@ -251,19 +272,19 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
 
         processor = built.processor
         dataset = _trl_data(spec)
-        counted = _Counted(
-            DataCollatorForVisionLanguageModeling(
-                processor, max_length=MAX_LENGTH, completion_only_loss=True
-            )
+        collator = DataCollatorForVisionLanguageModeling(
+            processor, max_length=MAX_LENGTH, completion_only_loss=True
         )
         trainer = SFTTrainer(
             model=model,
             args=SFTConfig(**common, max_length=MAX_LENGTH, completion_only_loss=True),
             train_dataset=dataset,
             processing_class=processor,
-            data_collator=counted,
+            data_collator=collator,
             callbacks=[StepEnds()],
         )
+    counted = _Counted(trainer.compute_loss)
+    trainer.compute_loss = counted
     trainer.train()
     out = []
     for k in range(steps):
@@ -404,7 +425,7 @@ def run(
 ) -> dict[str, Any]:
     root = root or BENCH_ROOT
     work = root / "peers"
-    model = small_vlm("qwen2_5_vl", HIDDEN, LAYERS, root=root)
+    model = small_vlm("qwen2_5_vl", HIDDEN, LAYERS, vocab=VOCAB, root=root)
     data = write_data(work, n=MICRO * ACCUM * steps)
     env = bench_env(threads=THREADS)
     results: dict[str, Any] = {}
@@ -415,7 +436,7 @@ def run(
         }
         results[tuning] = _compare(work, jobs, TRAINERS, repeats, steps, env, tuning)
     for family in packing_families:
-        other = small_vlm(family, HIDDEN, LAYERS, root=root)
+        other = small_vlm(family, HIDDEN, LAYERS, vocab=VOCAB, root=root)
         folder = work / family
         folder.mkdir(parents=True, exist_ok=True)
         jobs = {
@@ -428,8 +449,9 @@ def run(
         )
     return {
         "name": "peers",
-        "model": f"Qwen2.5-VL-shaped: tiny vision tower, decoder {HIDDEN} wide, {LAYERS} layers "
-        "(random init), fp32, sdpa, no gradient checkpointing"
+        "model": f"Qwen2.5-VL-shaped: tiny vision tower, decoder {HIDDEN} wide, {LAYERS} layers, "
+        f"vocabulary {VOCAB} (the output layer's share of the decoder's weights per token is "
+        f"Qwen2.5-VL-3B's, {HEAD_SHARE:.3f}) (random init), fp32, sdpa, no gradient checkpointing"
         + "".join(
             f"; the {f} rows: the same decoder size on {f}'s tiny tower" for f in packing_families
         ),

@@ -50,7 +50,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "data_sources": data_sources.run,
     "ray_overhead": ray_overhead.run,
     "loss_memory": lambda: loss_memory.run(repeats=1),
-    "peers": lambda: peers.run(repeats=3, steps=8),
+    "peers": lambda: peers.run(repeats=3, steps=12),
 }
 
 

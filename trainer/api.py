@@ -112,6 +112,10 @@ def build_model(
             "the training data with",
             hint="use a model folder or hub id with its processor, or tiny:<type>",
         )
+    if spec.data.packing:  # SDPA per sample of a packed row, not over the whole row
+        from trainer.models.packed_attention import use_packed_attention
+
+        use_packed_attention(loaded.model)
     model: Any
     model, report = apply_tuning(
         loaded.model,

@@ -113,6 +113,19 @@ def test_packing_and_group_by_length(
         build_train_data(make_spec(tmp_path, shapes, packing=True), gemma, gfam, micro_batch_size=4)
 
 
+def test_a_packed_run_attends_per_sample(tmp_path: Path, shapes: Path) -> None:
+    """`build_model` gives a packed run's model vlaunch's per-sample sdpa (every sub-model),
+    and leaves an unpacked run's on sdpa; tests/data/test_packing.py checks its logits."""
+    from trainer.api import build_model
+    from trainer.models.packed_attention import NAME
+
+    packed = build_model(make_spec(tmp_path, shapes, packing=True), "fp32").model
+    assert packed.config._attn_implementation == NAME
+    assert packed.config.vision_config._attn_implementation == NAME
+    padded = build_model(make_spec(tmp_path, shapes), "fp32").model
+    assert padded.config._attn_implementation == "sdpa"
+
+
 def test_videos_train_as_videos_or_are_refused(
     tmp_path: Path, shapes: Path, tiny_processor: Callable[[str], Any]
 ) -> None:

@@ -1,7 +1,8 @@
 """Packing: a packed row gives each sample exactly the logits it gets alone; padding too.
 
 Every family in `PACKABLE` is checked with its tiny model (`tiny:<type>`, derived from
-transformers' own classes), sdpa (and eager attention for two), a row of three image samples
+transformers' own classes), sdpa, vlaunch's per-sample sdpa (`trainer.models.packed_attention`)
+and eager attention for two, a row of three image samples
 of different sizes, a text-only sample and, where the model takes videos, a video sample.
 Tolerance: 1e-5 absolute on fp32 logits (observed differences are up to 2e-6, summation
 order).
@@ -22,6 +23,9 @@ from PIL import Image
 from trainer.data.collate import PACKABLE, Collator, packing_problem
 from trainer.data.encode import IGNORE_INDEX, Encoded, SampleEncoder
 from trainer.data.positions import rope_index
+from trainer.models import packed_attention
+from trainer.models.packed_attention import NAME as PACKED_SDPA
+from trainer.models.packed_attention import use_packed_attention
 from vlaunch_core.data.formats import parse_sample
 from vlaunch_core.errors import UserError
 from vlaunch_core.models.catalog import describe
@@ -99,8 +103,14 @@ def _alone(model: Any, e: Encoded) -> torch.Tensor:
 VIDEO = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}
 """Families whose tiny model takes videos: a video sample joins the packed row."""
 MROPE = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}
-CASES = [(f, "sdpa") for f in sorted(PACKABLE)] + [("llava", "eager"), ("qwen2_vl", "eager")]
-"""Every packable family with sdpa; eager attention (its own mask path) for two."""
+CASES = (
+    [(f, "sdpa") for f in sorted(PACKABLE)]
+    + [(f, PACKED_SDPA) for f in sorted(PACKABLE)]
+    + [("llava", "eager"), ("qwen2_vl", "eager")]
+)
+"""Every packable family with sdpa (transformers' block mask over the whole row) and with
+vlaunch's per-sample sdpa (what a packed run uses); eager attention (its own mask path) for
+two."""
 
 
 @pytest.mark.parametrize(("family", "attn"), CASES)
@@ -108,7 +118,9 @@ def test_packed_logits_equal_one_by_one(
     any_tiny: Callable[[str], tuple[Path, Any]], family: str, attn: str
 ) -> None:
     path, proc = any_tiny(family)
-    model = _model(path, attn)
+    model = _model(path, "sdpa" if attn == PACKED_SDPA else attn)
+    if attn == PACKED_SDPA:
+        assert use_packed_attention(model)  # as `build_model` does for a packed run
     items = _items(proc, text_only=True, video=family in VIDEO)
     index = rope_index(model)
     assert (index is not None) == (family in MROPE)  # M-RoPE: the model's own index
@@ -116,10 +128,15 @@ def test_packed_logits_equal_one_by_one(
     inputs = collator(items).inputs
     assert "attention_mask" not in inputs
     assert inputs["input_ids"].shape == (1, sum(e.length for e in items))
+    split_before = packed_attention.state.split_calls
     with torch.no_grad():
         packed = model(
             **{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False
         ).logits[0]
+        # vlaunch's path split every decoder layer's attention per sample; sdpa never did
+        layers = model.config.get_text_config().num_hidden_layers
+        split = packed_attention.state.split_calls - split_before
+        assert split == (layers if attn == PACKED_SDPA else 0)
         start = 0
         for e in items:
             alone = _alone(model, e)
