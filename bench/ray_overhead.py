@@ -29,7 +29,8 @@ from typing import Any
 from bench.common import BIN, REPO, bench_env, summarize, thread_env
 from bench.jobs import BENCH_ROOT, job_spec, run_training, shapes_data, small_llava, write_spec
 
-TARGET_RATIO = 1.03
+TARGET_RATIO = 1.02
+"""Issue 17: Ray / torchrun step time at most 1.02 (an earlier issue asked for 1.03)."""
 THREADS_PER_RANK = 1
 RANKS = 2
 PROBE = REPO / "bench" / "rank_probe"
@@ -71,7 +72,7 @@ def read_probe(folder: Path) -> list[dict[str, Any]]:
 def run(
     *,
     repeats: int = 3,
-    steps: int = 12,
+    steps: int = 30,
     warmup: int = 3,
     hidden: int = 256,
     layers: int = 4,
@@ -190,7 +191,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
     print(json.dumps(run(repeats=args.repeats, steps=args.steps), indent=2))
 
