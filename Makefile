@@ -32,7 +32,11 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
+# Our own modules compiled once: a run starts several Python processes (the CLI, Ray Train's
+# workers), and where PYTHONDONTWRITEBYTECODE is set each would compile them again. A
+# module edited since is compiled in memory as usual (Python checks the source's mtime).
 venv: $(STAMP)
+	$(BIN)/python -m compileall -q launcher trainer vlaunch_core bench
 
 demo: venv
 	$(BIN)/vlaunch data synth examples/data/shapes --if-missing

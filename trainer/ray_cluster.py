@@ -68,6 +68,9 @@ def local_cluster(*, num_cpus: int, num_gpus: int) -> Iterator[None]:
             num_gpus=num_gpus,
             include_dashboard=False,
             cluster_address=address,
+            # Idle workers Ray starts for the driver would only take CPU from the start-up:
+            # no process of a run can use them (each starts with the job's environment).
+            _system_config={"prestart_worker_first_driver": False},
         )
         logger.info("started a local Ray cluster in %.1fs", time.perf_counter() - t0)
     finally:

@@ -222,9 +222,9 @@ def worker_env(spec: JobSpec) -> dict[str, str]:
 def make_trainer(
     spec: JobSpec, plan: Plan, *, quiet: bool, driver: dict[str, Any] | None = None
 ) -> Any:
-    """The `TorchTrainer` of a job (not started)."""
+    """The trainer of a job (not started): `TorchTrainer`'s `DataParallelTrainer` with its
+    torch process group (trainer/ray_backend.py)."""
     # Train V2's classes (mypy resolves `ray.train` to the V1 ones statically).
-    from ray.train.torch import TorchConfig
     from ray.train.v2.api.config import (
         CheckpointConfig,
         FailureConfig,
@@ -232,7 +232,9 @@ def make_trainer(
         RunConfig,
         ScalingConfig,
     )
-    from ray.train.v2.torch.torch_trainer import TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from trainer.ray_backend import TorchProcessGroup
 
     tr = spec.train
     world = plan.world
@@ -240,7 +242,7 @@ def make_trainer(
     resources: dict[str, float] = {"CPU": float(cpus_per_worker(plan))}
     if on_gpu:
         resources["GPU"] = 1.0
-    return TorchTrainer(
+    return DataParallelTrainer(
         worker_main,
         train_loop_config={
             "spec": spec.model_dump(mode="json", by_alias=True),
@@ -248,13 +250,15 @@ def make_trainer(
             "quiet": quiet,
             "driver": driver,
         },
-        torch_config=TorchConfig(
+        # TorchTrainer's process group, without torch in Ray Train's controller
+        backend_config=TorchProcessGroup(
             backend="nccl" if on_gpu else "gloo", timeout_s=int(tr.timeout_minutes * 60)
         ),
         scaling_config=ScalingConfig(
             num_workers=world.world_size, use_gpu=on_gpu, resources_per_worker=resources
         ),
-        run_config=RunConfig(
+        # Ray annotates `ray.train.RunConfig`, which mypy reads as Train V1's
+        run_config=RunConfig(  # type: ignore[arg-type]
             name=spec.name,
             storage_path=spec.output.dir,
             failure_config=FailureConfig(max_failures=tr.max_failures),

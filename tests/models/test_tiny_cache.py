@@ -49,3 +49,33 @@ def test_processes_asking_at_once_all_get_the_complete_model(tmp_path: Path) -> 
     target = tmp_path / _tiny_version() / "llava"
     assert got == [(str(target), "llava")] * 3
     assert _entries(target.parent) == ["llava"]  # no temporary or stale folders left
+
+
+def test_a_built_folder_is_found_without_importing_transformers(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    built = tiny_model_path("llava", tmp_path)
+    code = (
+        "import sys; from pathlib import Path; "
+        "from trainer.models.tiny.folder import tiny_model_path; "
+        f"print(tiny_model_path('llava', Path({str(tmp_path)!r}))); "
+        "print('transformers' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[:2] == [str(built), "False False"]
+
+
+def test_a_name_that_is_not_a_type_never_reaches_the_disk(tmp_path: Path) -> None:
+    import pytest
+
+    from vlaunch_core.errors import UserError
+
+    (tmp_path / _tiny_version()).mkdir()
+    outside = tmp_path / "elsewhere"  # what <cache>/<version>/../elsewhere names
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="unknown tiny model type"):
+        tiny_model_path("../elsewhere", tmp_path)

@@ -4,11 +4,16 @@ downloaded checkpoint."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 CACHE_ENV = "VLAUNCH_CACHE"
+
+
+#: What a transformers model type looks like (`llava`, `qwen2_5_vl`, `gemma3n`).
+_PLAIN_NAME = re.compile(r"[a-z0-9_]+")
 
 
 def cache_dir() -> Path:
@@ -27,13 +32,16 @@ def tiny_model_path(model_type: str, root: Path | None = None) -> Path:
     """
     from filelock import FileLock
 
+    family = model_type
+    target = (root or cache_dir() / "tiny") / _tiny_version() / family
+    # A built folder answers without importing transformers (seconds of a launch): only a
+    # plain type name can name one, so no path outside the cache is looked at.
+    if _PLAIN_NAME.fullmatch(family) and (target / "config.json").is_file():
+        return target
+
     from trainer.models.tiny import build_tiny, check_model_type
 
     check_model_type(model_type)  # unknown type -> user error before touching the disk
-    family = model_type
-    target = (root or cache_dir() / "tiny") / _tiny_version() / family
-    if (target / "config.json").is_file():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(target.parent / f".{family}.lock"):
         if (target / "config.json").is_file():
