@@ -13,7 +13,8 @@
   = 576 / 8) plus text, 12% text only; the loss on the answer only. The same samples in the
   same order for everyone (no shuffling): vlaunch `data.shuffle=false`, the peers
   `train_sampling_strategy="sequential"`.
-- Batch: global 16 = micro 4 x accumulation 4, one process, AdamW, constant LR, clipping 1.0.
+- Batch: global 16 = micro 4 x accumulation 4, one process, AdamW (torch's fused kernel for
+  all, transformers' default), constant LR, clipping 1.0.
 - Every trainer: `THREADS` math thread(s) and `WORKERS` data-loader worker process(es).
 - vlaunch: the plain loop (`trainer.loop.Recipe`), with and without `data.packing`; it encodes
   samples on the fly (chat template, processor, label mask) in its loader.
@@ -240,7 +241,8 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
         "lr_scheduler_type": "constant",
         "weight_decay": 0.0,
         "max_grad_norm": 1.0,
-        "optim": "adamw_torch",
+        # torch's fused AdamW, as vlaunch's: transformers' default since torch 2.8
+        "optim": "adamw_torch_fused",
         "gradient_checkpointing": False,
         "logging_strategy": "no",
         "save_strategy": "no",
