@@ -69,7 +69,8 @@ def local_cluster(*, num_cpus: int, num_gpus: int) -> Iterator[None]:
             include_dashboard=False,
             cluster_address=address,
             # Idle workers Ray starts for the driver would only take CPU from the start-up:
-            # no process of a run can use them (each starts with the job's environment).
+            # no actor of a run can use them (Ray Train's actors have runtime environments
+            # of their own, and the job's has RAY_ADDRESS).
             _system_config={"prestart_worker_first_driver": False},
         )
         logger.info("started a local Ray cluster in %.1fs", time.perf_counter() - t0)
