@@ -14,12 +14,15 @@ slices, which vlaunch does not plan).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.train.backend import Backend, BackendConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,11 +92,7 @@ class _TorchProcessGroupBackend(Backend):
         try:
             ray.get(futures, timeout=timeout)
         except GetTimeoutError:
-            import logging
-
-            logging.getLogger(__name__).warning(
-                "torch process group shutdown timed out after %.0f seconds", timeout
-            )
+            logger.warning("torch process group shutdown timed out after %.0f seconds", timeout)
 
 
 # ------------------------------------------------------------- run on each worker

@@ -4,10 +4,15 @@ processes that ask for the same tiny model at once all get it complete."""
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from trainer.models.tiny.folder import _tiny_version, tiny_model_path
+from vlaunch_core.errors import UserError
 
 
 def _entries(folder: Path) -> list[str]:
@@ -52,9 +57,6 @@ def test_processes_asking_at_once_all_get_the_complete_model(tmp_path: Path) -> 
 
 
 def test_a_built_folder_is_found_without_importing_transformers(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     built = tiny_model_path("llava", tmp_path)
     code = (
         "import sys; from pathlib import Path; "
@@ -69,10 +71,6 @@ def test_a_built_folder_is_found_without_importing_transformers(tmp_path: Path) 
 
 
 def test_a_name_that_is_not_a_type_never_reaches_the_disk(tmp_path: Path) -> None:
-    import pytest
-
-    from vlaunch_core.errors import UserError
-
     (tmp_path / _tiny_version()).mkdir()
     outside = tmp_path / "elsewhere"  # what <cache>/<version>/../elsewhere names
     outside.mkdir()
