@@ -45,14 +45,21 @@ def small_vlm(
     layers: int,
     *,
     vocab: int | None = None,
+    max_pixels: int | None = None,
     root: Path = BENCH_ROOT,
 ) -> Path:
     """`tiny:<family>` (vision tower, tokenizer, processor) with a bigger decoder: `hidden`
     wide (64-wide heads), `layers` deep, and `vocab` rows of embeddings and output layer when
     given (the tokenizer stays byte-level: the extra rows are never input, as in a real
-    checkpoint's unused vocabulary). M-RoPE sections are scaled to the head width. Random
+    checkpoint's unused vocabulary). M-RoPE sections are scaled to the head width.
+    `max_pixels` raises the image processor's pixel budget (Qwen-VL's `size.longest_edge`;
+    the tiny processors resize anything above 4,096 pixels down to 16 image tokens). Random
     weights, seed 0; built once."""
-    name = f"{family}-h{hidden}-l{layers}" + (f"-v{vocab}" if vocab else "")
+    name = (
+        f"{family}-h{hidden}-l{layers}"
+        + (f"-v{vocab}" if vocab else "")
+        + (f"-px{max_pixels}" if max_pixels else "")
+    )
     target = root / "models" / name
     if (target / "config.json").is_file():
         return target
@@ -96,6 +103,8 @@ def small_vlm(
         for f in tiny.iterdir():  # tokenizer, processor, chat template
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
+        if max_pixels is not None:
+            _raise_pixel_budget(tmp / "processor_config.json", max_pixels)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
@@ -104,6 +113,16 @@ def small_vlm(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _raise_pixel_budget(path: Path, max_pixels: int) -> None:
+    """Set the image processor's largest image, in pixels (Qwen-VL's `size.longest_edge`)."""
+    config = json.loads(path.read_text())
+    size = config.get("image_processor", {}).get("size", {})
+    if "longest_edge" not in size:
+        raise ValueError(f"{path}: no image_processor.size.longest_edge to raise")
+    size["longest_edge"] = max_pixels
+    path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def job_spec(

@@ -9,10 +9,11 @@
   the projector trained in full); `full` = every parameter trained. The peers get the very
   same module built by `trainer.api.build_model` (same trainable parameters, same LoRA init).
 - Data: single-turn instructions whose lengths follow LLaVA-1.5's instruction mix
-  (`bench.packing.length_mix`, lengths / `SCALE`): 88% one image (64x72 px: 72 image tokens
-  = 576 / 8) plus text, 12% text only; the loss on the answer only. The same samples in the
-  same order for everyone (no shuffling): vlaunch `data.shuffle=false`, the peers
-  `train_sampling_strategy="sequential"`.
+  (`bench.packing.length_mix`, lengths / `SCALE`): 88% one image (192x192 px: 144
+  image tokens = 576 / 4, the processor's pixel budget raised to keep that size) plus text,
+  12% text only; the loss on the answer only. The same samples in the same order for everyone
+  (no shuffling): vlaunch `data.shuffle=false`, the peers `train_sampling_strategy=
+  "sequential"`.
 - Batch: global 16 = micro 4 x accumulation 4, one process, AdamW (torch's fused kernel for
   all, transformers' default), constant LR, clipping 1.0.
 - Every trainer: `THREADS` math thread(s) and `WORKERS` data-loader worker process(es).
@@ -62,9 +63,15 @@ VOCAB = round(HEAD_SHARE * LAYERS * 16 * HIDDEN / 64) * 64
 """Rows of the output layer (and embeddings) that give this decoder (16 x HIDDEN^2 weights a
 layer) the same output-layer share as Qwen2.5-VL-3B: 1,856, not the byte-level tokenizer's
 264, so the output layer weighs in the step as in a real model."""
-SCALE = 8
-IMAGE_PX = (64, 72)
-"""8 x 9 image tokens (the tiny Qwen2.5-VL merges 8x8-pixel cells)."""
+SCALE = 4
+"""Lengths of the mix / 4: the chat template's ~20 tokens and the shortest question and answer
+do not shrink with the scale, and at / 8 they held most image samples at one length (padding
+waste 16.5% of the micro batches against the mix's 25.2%); at / 4 it is 22.2%."""
+IMAGE_PX = (192, 192)
+IMAGE_TOKENS = 576 // SCALE
+"""12 x 12 image tokens (the tiny Qwen2.5-VL's 8-pixel patches, merged 2 x 2, make one token
+of each 16 x 16 pixels; `MAX_PIXELS` lets the processor keep the image's size)."""
+MAX_PIXELS = IMAGE_PX[0] * IMAGE_PX[1]
 MICRO, ACCUM = 4, 4
 THREADS = 1
 WORKERS = 1
@@ -105,7 +112,7 @@ def write_data(folder: Path, n: int, seed: int = 0) -> Path:
     rng = random.Random(seed)
     names = []
     for i in range(16):
-        name = f"img{i}.png"
+        name = f"img{i}-{IMAGE_PX[0]}x{IMAGE_PX[1]}.png"
         if not (images / name).is_file():
             colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
             Image.new("RGB", IMAGE_PX, colour).save(images / name)
@@ -113,7 +120,7 @@ def write_data(folder: Path, n: int, seed: int = 0) -> Path:
     rows = []
     overhead = 20  # chat template tokens (one byte-level token per byte)
     for i, length in enumerate(length_mix(n, seed, "llava-1.5")):
-        text = max(12, abs(length) // SCALE - overhead - (72 if length > 0 else 0))
+        text = max(12, abs(length) // SCALE - overhead - (IMAGE_TOKENS if length > 0 else 0))
         question = _words(rng, max(4, text // 5))
         row: dict[str, Any] = {
             "id": f"s{i}",
@@ -126,6 +133,27 @@ def write_data(folder: Path, n: int, seed: int = 0) -> Path:
             row["image"] = rng.choice(names)
         rows.append(row)
     return write_vila(folder / "instruct.json", rows)
+
+
+def image_tokens(model: Path) -> int:
+    """Image tokens the model's own processor gives one `IMAGE_PX` image."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model)
+    image = Image.new("RGB", IMAGE_PX, (120, 30, 200))
+    out = processor(text=[processor.image_token], images=[image], return_tensors="pt")
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    return int((out["input_ids"] == image_id).sum())
+
+
+def check_image_tokens(model: Path) -> None:
+    """The data is what the page says: `IMAGE_TOKENS` per image (raise before any run)."""
+    got = image_tokens(model)
+    if got != IMAGE_TOKENS:
+        raise RuntimeError(
+            f"{model}: one {IMAGE_PX} px image gives {got} image tokens, not {IMAGE_TOKENS}"
+        )
 
 
 def spec_for(
@@ -196,18 +224,19 @@ def _vlaunch(job: Path) -> list[dict[str, float]]:
 
 class _Counted:
     """Wraps a trainer's `compute_loss` (called in the training process once per micro
-    batch, whatever runs the collator) to count each micro batch's tokens and target tokens."""
+    batch, whatever runs the collator) to count each micro batch's tokens, target tokens and
+    token slots (padding included)."""
 
     def __init__(self, compute_loss: Any) -> None:
         self.compute_loss = compute_loss
-        self.batches: list[tuple[int, int]] = []
+        self.batches: list[tuple[int, int, int]] = []
 
     def __call__(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         mask = inputs.get("attention_mask")
         ids = inputs["input_ids"]
         tokens = int(mask.sum()) if mask is not None else int(ids.numel())
         labels = inputs["labels"]
-        self.batches.append((tokens, int((labels[:, 1:] != -100).sum())))
+        self.batches.append((tokens, int((labels[:, 1:] != -100).sum()), int(ids.numel())))
         return self.compute_loss(model, inputs, *args, **kwargs)
 
 
@@ -294,8 +323,9 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
         out.append(
             {
                 "time": ends[k + 1] - ends[k],
-                "tokens": float(sum(t for t, _ in micro)),
-                "targets": float(sum(t for _, t in micro)),
+                "tokens": float(sum(t for t, _, _ in micro)),
+                "targets": float(sum(t for _, t, _ in micro)),
+                "slots": float(sum(n for _, _, n in micro)),
             }
         )
     return out
@@ -360,7 +390,10 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     tokens = sum(s["tokens"] for s in timed[0][:n])
     targets = sum(s["targets"] for s in timed[0][:n])
     seconds = sum(per_step)
+    slots = sum(s.get("slots", 0.0) for s in timed[0][:n])
     return {
+        # the peers' micro batches as they reached the model (vlaunch's are not seen here)
+        "padding_waste": round(1 - tokens / slots, 4) if slots else None,
         "tokens_per_s": round(tokens / seconds, 1),
         "target_tokens_per_s": round(targets / seconds, 1),
         "median_step_s": round(statistics.median(per_step), 3),
@@ -412,6 +445,7 @@ def _compare(
         "ratios": {
             f"{v} / {p}": round(rows[v]["tokens_per_s"] / rows[p]["tokens_per_s"], 3)
             for v in ("vlaunch+packing", "vlaunch")
+            if v in rows
             for p in peers
             if v != p
         },
@@ -427,8 +461,9 @@ def run(
 ) -> dict[str, Any]:
     root = root or BENCH_ROOT
     work = root / "peers"
-    model = small_vlm("qwen2_5_vl", HIDDEN, LAYERS, vocab=VOCAB, root=root)
+    model = small_vlm("qwen2_5_vl", HIDDEN, LAYERS, vocab=VOCAB, max_pixels=MAX_PIXELS, root=root)
     data = write_data(work, n=MICRO * ACCUM * steps)
+    check_image_tokens(model)
     env = bench_env(threads=THREADS)
     results: dict[str, Any] = {}
     for tuning in tunings:
@@ -438,7 +473,8 @@ def run(
         }
         results[tuning] = _compare(work, jobs, TRAINERS, repeats, steps, env, tuning)
     for family in packing_families:
-        other = small_vlm(family, HIDDEN, LAYERS, vocab=VOCAB, root=root)
+        other = small_vlm(family, HIDDEN, LAYERS, vocab=VOCAB, max_pixels=MAX_PIXELS, root=root)
+        check_image_tokens(other)
         folder = work / family
         folder.mkdir(parents=True, exist_ok=True)
         jobs = {
@@ -458,7 +494,7 @@ def run(
             f"; the {f} rows: the same decoder size on {f}'s tiny tower" for f in packing_families
         ),
         "data": f"{MICRO * ACCUM * steps} single-turn samples, LLaVA-1.5 mix lengths / {SCALE} "
-        f"(88% one {IMAGE_PX[0]}x{IMAGE_PX[1]} px image = 72 image tokens on Qwen2.5-VL, "
+        f"(88% one {IMAGE_PX[0]}x{IMAGE_PX[1]} px image = {IMAGE_TOKENS} image tokens, "
         "12% text only), "
         f"loss on the answers, max_length {MAX_LENGTH}, same order for all (no shuffling)",
         "batch": f"global {MICRO * ACCUM} = micro {MICRO} x accumulation {ACCUM}, 1 process, "

@@ -326,6 +326,7 @@ def peers(r: dict[str, Any]) -> str:
                 _s(row["target_tokens_per_s"], 1),
                 _s(row["median_step_s"], 2),
                 _mib(row["peak_rss"]),
+                _waste(row),
                 row["runs"],
             ]
             for row in res["rows"]
@@ -340,6 +341,7 @@ def peers(r: dict[str, Any]) -> str:
                     "target tokens/s",
                     "median step (s)",
                     "peak RSS (MiB)",
+                    "padding waste",
                     "runs",
                 ],
                 rows,
@@ -350,8 +352,18 @@ def peers(r: dict[str, Any]) -> str:
     return (
         "\n\n".join(parts)
         + f"\n\nModel: {r['model']}. Data: {r['data']}. Batch: {r['batch']}. Versions: "
-        f"{versions}. tokens/s counts every token but padding; target tokens carry a loss."
+        f"{versions}. tokens/s counts every token but padding; target tokens carry a loss. "
+        "Padding waste: the share of the timed steps' token slots that are padding, counted in "
+        "the peers' runs as their micro batches reach the model; vlaunch packed is one row "
+        "without padding; vlaunch padded batches the same samples as the transformers Trainer "
+        "with the same collator (vlaunch's), so its waste is that row's."
     )
+
+
+def _waste(row: dict[str, Any]) -> str:
+    if row.get("padding_waste") is not None:
+        return f"{100 * row['padding_waste']:.1f}%"
+    return "0%" if "packing" in row["trainer"] else "-"
 
 
 def gpu(r: dict[str, Any] | None) -> str:
