@@ -65,8 +65,9 @@ layer) the same output-layer share as Qwen2.5-VL-3B: 1,856, not the byte-level t
 264, so the output layer weighs in the step as in a real model."""
 SCALE = 4
 """Lengths of the mix / 4: the chat template's ~20 tokens and the shortest question and answer
-do not shrink with the scale, and at / 8 they held most image samples at one length (padding
-waste 16.5% of the micro batches against the mix's 25.2%); at / 4 it is 22.2%."""
+do not shrink with the scale, and at / 8 they held most image samples at one length. Padding
+waste of the padded micro batches by the lengths written (192 samples): 16.5% at / 8, 22.2%
+at / 4, against the mix's own 25.2% (`bench.packing`)."""
 IMAGE_PX = (192, 192)
 IMAGE_TOKENS = 576 // SCALE
 """12 x 12 image tokens (the tiny Qwen2.5-VL's 8-pixel patches, merged 2 x 2, make one token
