@@ -142,9 +142,20 @@ def broadcast_object(obj: T, src: int = 0) -> T:
 
 
 def destroy() -> None:
+    """Tear the process group down while the interpreter is fully alive.
+
+    When a run returns, its model (DDP's reducer with it, which holds the group and the gloo
+    work of the last collectives) is still alive in reference cycles that only a collection
+    frees: `destroy_process_group` would then only unregister the group, and its real
+    destruction would come during the interpreter's finalization, where it can abort the
+    process (SIGABRT, "terminate called without an active exception", pytorch/pytorch#179291):
+    a finished run's rank exiting -6. Seen once in a 2-rank torchrun resume test."""
+    import gc
+
     import torch.distributed as dist
 
     if is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
