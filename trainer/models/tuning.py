@@ -202,6 +202,8 @@ def _wrap_lora(
 ) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    from trainer.models.lora_linear import fuse_lora_linears
+
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     regex = "|".join(f"(?:{t.regex})" for t in targets.values())
@@ -233,6 +235,7 @@ def _wrap_lora(
             model_type,
             f"adapted but not planned: {extra[:3]}; planned but not adapted: {missing[:3]}",
         )
+    fuse_lora_linears(wrapped)
     return wrapped
 
 
