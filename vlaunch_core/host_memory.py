@@ -244,17 +244,22 @@ def worker_bytes(spec: JobSpec, batch: int, prefetch: int) -> int:
 
 
 def choose_loader(
-    spec: JobSpec, *, cores: int, ranks_per_node: int, budget: int, batch: int
+    spec: JobSpec, *, cores: int, ranks_per_node: int, budget: int, batch: int, accum: int = 1
 ) -> tuple[LoaderChoice, int]:
     """Workers and prefetch per rank (`auto`: the cores a rank may use beyond its own, at
-    most 4, and no more than the node's RAM budget holds), and the bytes of one worker."""
+    most 4, and no more than the node's RAM budget holds), and the bytes of one worker.
+
+    The trainer takes an optimizer step's `accum` micro batches at once (it needs the step's
+    target tokens before the first backward), so an `auto` prefetch holds a whole step across
+    the workers where RAM allows: with fewer batches in flight, the workers only start on
+    the rest of the next step when it begins, and every step waits for them."""
     d = spec.data
     prefetch = DEFAULT_PREFETCH if d.prefetch_factor == "auto" else int(d.prefetch_factor)
     if d.num_workers != "auto":
         n = int(d.num_workers)
-        return LoaderChoice(n, prefetch, False, "data.num_workers"), worker_bytes(
-            spec, batch, prefetch
-        )
+        pf = _whole_step(prefetch, n, accum) if d.prefetch_factor == "auto" else prefetch
+        reason = "data.num_workers" + (_holds(pf, accum) if pf != prefetch else "")
+        return LoaderChoice(n, pf, False, reason), worker_bytes(spec, batch, pf)
     by_cores = max(0, min(MAX_AUTO_WORKERS, cores // max(1, ranks_per_node) - 1))
     candidates = [prefetch] if d.prefetch_factor != "auto" else [DEFAULT_PREFETCH, 1]
     for pf in candidates:
@@ -268,8 +273,22 @@ def choose_loader(
                 f"{budget / GIB:.1f} GiB of RAM left allows {by_ram} at "
                 f"{each / GIB:.2f} GiB each (limited by {limit})"
             )
+            whole = _whole_step(pf, n, accum) if d.prefetch_factor == "auto" else pf
+            if whole != pf:
+                bigger = worker_bytes(spec, batch, whole)
+                if budget // max(1, ranks_per_node * bigger) >= n:
+                    return LoaderChoice(n, whole, True, reason + _holds(whole, accum)), bigger
             return LoaderChoice(n, pf, True, reason), each
     raise AssertionError("unreachable")
+
+
+def _whole_step(prefetch: int, workers: int, accum: int) -> int:
+    """The prefetch at which `workers` hold an optimizer step's `accum` micro batches."""
+    return max(prefetch, -(-accum // workers)) if workers > 0 else prefetch
+
+
+def _holds(prefetch: int, accum: int) -> str:
+    return f"; prefetch {prefetch} holds a step's {accum} micro batches"
 
 
 def estimate_host_memory(
@@ -286,8 +305,10 @@ def estimate_host_memory(
     cores: int | None = None,
     ray: bool = True,
     head_node: bool = True,
+    accum: int = 1,
 ) -> HostMemoryEstimate:
-    """Host memory of one node of `world` (the head node unless `head_node=False`)."""
+    """Host memory of one node of `world` (the head node unless `head_node=False`);
+    `accum`: the micro batches of an optimizer step (for the loader's prefetch)."""
     prof = world.profile
     ranks = world.gpus_per_node
     is_gpu = prof.is_gpu
@@ -326,7 +347,7 @@ def estimate_host_memory(
     )
     budget = max(0, int(ram * (1.0 - HOST_HEADROOM)) - fixed)
     loader, each = choose_loader(
-        spec, cores=cores, ranks_per_node=ranks, budget=budget, batch=batch
+        spec, cores=cores, ranks_per_node=ranks, budget=budget, batch=batch, accum=accum
     )
     parts["pinned_batches"] = (
         ranks * (loader.num_workers * loader.prefetch_factor + 1) * batch if is_gpu else 0

@@ -349,6 +349,7 @@ def make_plan(
             training_setup(spec, facts, world, precision, batch.micro_batch_size),
             memory,
             supports_video=facts.description.video,
+            accum=batch.grad_accum_steps,
         )
         if not host.fits:
             notes.append(_host_does_not_fit(host))

@@ -144,7 +144,8 @@ class DataSpec(Section):
     num_workers: NonNegativeInt | Auto = "auto"
     """Data-loader worker processes per rank (`auto`: from cores and host RAM)."""
     prefetch_factor: PositiveInt | Auto = "auto"
-    """Batches prefetched per worker (`auto`: from host RAM)."""
+    """Batches prefetched per worker (`auto`: an optimizer step's micro batches across the
+    workers, at least 2, where host RAM allows)."""
     worker_memory_mib: PositiveInt | Auto = "auto"
     """Host RAM one data-loader worker uses, for `vlaunch plan` and `auto` workers (`auto`:
     a base plus the batches it has in flight; see docs/host-memory.md)."""

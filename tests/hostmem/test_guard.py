@@ -106,10 +106,19 @@ def test_auto_loader_settings_follow_the_plan(
     assert got["prefetch_factor"] == plan.host_memory.loader.prefetch_factor
     assert "data.num_workers=auto" in caplog.text
     fixed = load_spec(write_job(tmp_path, shapes_small, data={"num_workers": 3}))
-    assert loader_settings(fixed, make_plan(fixed), 2) == {
-        "num_workers": 3,
-        "prefetch_factor": None,
-    }
+    assert loader_settings(fixed, make_plan(fixed), 2) == {"num_workers": 3, "prefetch_factor": 2}
+    # one worker, accumulation 4: the plan's prefetch holds a whole step
+    one = load_spec(
+        write_job(
+            tmp_path,
+            shapes_small,
+            data={"num_workers": 1},
+            train={"micro_batch_size": 1, "grad_accum_steps": 4},
+        )
+    )
+    one_plan = make_plan(one)
+    assert one_plan.batch.grad_accum_steps == 4
+    assert loader_settings(one, one_plan, 2) == {"num_workers": 1, "prefetch_factor": 4}
 
 
 def test_per_rank_lists_are_written_to_metrics(tmp_path: Path, shapes_small: Path) -> None:

@@ -18,6 +18,7 @@ from vlaunch_core.host_memory import (
     HostMemoryEstimate,
     choose_loader,
     estimate_host_memory,
+    worker_bytes,
 )
 from vlaunch_core.models.configs import arch_config
 from vlaunch_core.plan import Plan, make_plan, model_facts, training_setup
@@ -182,6 +183,40 @@ def test_auto_workers_follow_cores_then_ram(tmp_path: Path, shapes_small: Path) 
     assert tight.num_workers == 2 and "limited by host RAM" in tight.reason
     none, _ = choose_loader(spec, cores=2, ranks_per_node=2, budget=100 * GIB, batch=0)
     assert none.num_workers == 0
+
+
+def test_auto_prefetch_holds_an_optimizer_step_where_ram_allows(
+    tmp_path: Path, shapes_small: Path
+) -> None:
+    """The trainer takes a step's micro batches at once: the workers' prefetch covers them."""
+    from tests.trainer.helpers import write_job
+
+    spec = load_spec(write_job(tmp_path, shapes_small, data={"num_workers": "auto"}))
+    step, each = choose_loader(
+        spec, cores=32, ranks_per_node=2, budget=100 * GIB, batch=GIB // 8, accum=16
+    )
+    assert (step.num_workers, step.prefetch_factor) == (4, 4)
+    assert "prefetch 4 holds a step's 16 micro batches" in step.reason
+    assert each == worker_bytes(spec, GIB // 8, 4)
+    few, _ = choose_loader(spec, cores=32, ranks_per_node=2, budget=100 * GIB, batch=0, accum=3)
+    assert few.prefetch_factor == 2  # never below the default
+    two = worker_bytes(spec, GIB // 8, 2)
+    tight, _ = choose_loader(
+        spec, cores=32, ranks_per_node=2, budget=8 * two, batch=GIB // 8, accum=16
+    )
+    assert (tight.num_workers, tight.prefetch_factor) == (4, 2)  # RAM: not a whole step
+    one = load_spec(write_job(tmp_path, shapes_small, data={"num_workers": 1}))
+    fixed, _ = choose_loader(spec=one, cores=2, ranks_per_node=1, budget=0, batch=0, accum=4)
+    assert (fixed.num_workers, fixed.prefetch_factor) == (1, 4)
+    told = load_spec(
+        write_job(tmp_path, shapes_small, data={"num_workers": 1, "prefetch_factor": 3})
+    )
+    assert (
+        choose_loader(told, cores=2, ranks_per_node=1, budget=0, batch=0, accum=8)[
+            0
+        ].prefetch_factor
+        == 3
+    )
 
 
 def test_plan_command_prints_and_exports_host_memory(

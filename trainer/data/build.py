@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
     from trainer.data.positions import RopeIndex
+    from vlaunch_core.host_memory import LoaderChoice
     from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.plan import Plan
     from vlaunch_core.spec import JobSpec
@@ -75,7 +76,9 @@ def loader_settings(spec: JobSpec, plan: Plan, local_world_size: int, rank: int 
 
     Explicit `data.num_workers` / `data.prefetch_factor` are used as they are. `auto` takes
     the plan's choice (cores per rank and the node's RAM budget, `vlaunch_core/host_memory.py`),
-    capped by the cores this process may actually use. Logged on rank 0.
+    capped by the cores this process may actually use. An `auto` prefetch keeps the plan's
+    batches in flight (an optimizer step's micro batches where RAM allows) over the workers
+    that run. Logged on rank 0.
     """
     import os
 
@@ -83,6 +86,7 @@ def loader_settings(spec: JobSpec, plan: Plan, local_world_size: int, rank: int 
     choice = plan.host_memory.loader if plan.host_memory is not None else None
     workers = int(d.num_workers) if d.num_workers != "auto" else None
     prefetch = int(d.prefetch_factor) if d.prefetch_factor != "auto" else None
+    cores = 0
     if workers is None:
         try:
             cores = len(os.sched_getaffinity(0))
@@ -90,19 +94,30 @@ def loader_settings(spec: JobSpec, plan: Plan, local_world_size: int, rank: int 
             cores = os.cpu_count() or 1
         by_cores = max(0, min(MAX_AUTO_WORKERS, cores // max(1, local_world_size) - 1))
         workers = min(by_cores, choice.num_workers) if choice is not None else by_cores
-        if prefetch is None and choice is not None:
-            prefetch = choice.prefetch_factor
-        if rank == 0:
-            logger.info(
-                "data loader: %d worker(s) x prefetch %s per rank (data.num_workers=auto: "
-                "%d usable cores / %d rank(s); %s)",
-                workers,
-                prefetch if prefetch is not None else 2,
-                cores,
-                local_world_size,
-                choice.reason if choice is not None else "no host-memory plan",
-            )
+    if prefetch is None:
+        prefetch = _auto_prefetch(choice, workers)
+    if rank == 0 and d.num_workers == "auto":
+        logger.info(
+            "data loader: %d worker(s) x prefetch %s per rank (data.num_workers=auto: "
+            "%d usable cores / %d rank(s); %s)",
+            workers,
+            prefetch if prefetch is not None else 2,
+            cores,
+            local_world_size,
+            choice.reason if choice is not None else "no host-memory plan",
+        )
     return LoaderArgs(num_workers=workers, prefetch_factor=prefetch)
+
+
+def _auto_prefetch(choice: LoaderChoice | None, workers: int) -> int | None:
+    """`data.prefetch_factor: auto`: the plan's (a step's micro batches across the workers
+    it planned, where RAM allows), raised if fewer workers run here; None without a plan."""
+    if choice is None:
+        return None
+    if workers == 0:
+        return choice.prefetch_factor
+    planned = choice.num_workers * choice.prefetch_factor
+    return max(choice.prefetch_factor, -(-planned // workers))
 
 
 class TrainData(NamedTuple):

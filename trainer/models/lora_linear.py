@@ -4,8 +4,8 @@ peft's `lora.Linear` computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` a
 modules and operators: the LoRA output, its scaled copy and the sum are three new
 [tokens x out] tensors, and backward walks the same chain plus the sum of the two gradients
 of `x`. `LoraLinearFunction` computes the same thing with the LoRA product added into the base
-output in place (`addmm_`, alpha = scaling), and backward adds the LoRA part of the input's
-gradient into the base part in place.
+output in place (`addmm` into it, alpha = scaling), and backward adds the LoRA part of the
+input's gradient into the base part in place.
 
 Dropout, when the adapter has any and the module trains, draws its mask from torch's
 generator (seeding, exact resume and checkpoint replay behave as before; the stream differs
@@ -73,7 +73,8 @@ class LoraLinearFunction(torch.autograd.Function):
         xa = F.linear(kept, lora_a)  # dropout(x) A^T = (x * keep) A^T * scale: [tokens, r]
         if scale != 1.0:
             xa.mul_(scale)
-        out.view(-1, out.shape[-1]).addmm_(xa.reshape(-1, xa.shape[-1]), lora_b.t(), alpha=scaling)
+        flat = out.view(-1, out.shape[-1])  # `out=` rather than addmm_: FLOP counters see it
+        torch.addmm(flat, xa.reshape(-1, xa.shape[-1]), lora_b.t(), alpha=scaling, out=flat)
         ctx.save_for_backward(weight, lora_a, lora_b, kept, xa, keep)
         ctx.scaling, ctx.scale = scaling, scale
         ctx.has_bias = bias is not None
@@ -96,7 +97,7 @@ class LoraLinearFunction(torch.autograd.Function):
         if need_x:
             d_x = g @ weight
             if keep is None:
-                d_x.addmm_(gb, lora_a, alpha=s)
+                torch.addmm(d_x, gb, lora_a, alpha=s, out=d_x)
             else:
                 lora_x = gb @ lora_a
                 lora_x.mul_(keep.reshape(lora_x.shape))
