@@ -270,6 +270,24 @@ def make_trainer(
     )
 
 
+def start_autoscaling_coordinator() -> None:
+    """Start, without waiting, the actor Ray Train's controller registers the run's resources
+    with (Ray Data's detached `AutoscalingCoordinator`, created by the first who asks).
+
+    The controller creates it on its first request and gives the request 5 s
+    (`AUTOSCALING_REQUESTS_GET_TIMEOUT_S`); on busy cores a new actor process can take longer
+    to start, and the controller then prints a warning with a traceback on a run that goes
+    on fine (seen once in CI, during `tests/e2e/test_demo.py`). Started here, it has the
+    controller's own start-up as a head start. Without that module (another Ray), nothing."""
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError:
+        return
+    get_or_create_autoscaling_coordinator()
+
+
 def cpus_per_worker(plan: Plan) -> int:
     """CPUs for each worker (its data loading and threads) that every node can give: per GPU
     on the GPU nodes, or the node's share on the `cpu` profile."""
@@ -419,6 +437,7 @@ def run_driver(spec: JobSpec, plan: Plan) -> int:
     run_dir.clear_stop()
     run_dir.clear_user_error()
     tty = sys.stdout.isatty()
+    start_autoscaling_coordinator()
     trainer = make_trainer(spec, plan, quiet=tty, driver=driver_identity())
     tail = _TailProgress(run_dir) if tty else None
     started = time.monotonic()
