@@ -13,7 +13,12 @@ from peft.tuners.lora.layer import Linear as PeftLoraLinear
 
 from trainer.models import lora_linear
 from trainer.models.loading import load_model
-from trainer.models.lora_linear import FusedLoraLinear, fuse_lora_linears, keep_mask
+from trainer.models.lora_linear import (
+    FusedLoraLinear,
+    fuse_lora_linears,
+    keep_mask,
+    unfuse_lora_linears,
+)
 from trainer.models.tuning import apply_tuning
 from vlaunch_core.spec import LoraOptions, ModelSpec, TuningSpec
 
@@ -154,6 +159,9 @@ def test_apply_tuning_fuses_the_language_model_s_lora_layers() -> None:
     fused = [m for m in model.modules() if isinstance(m, FusedLoraLinear)]
     assert matched and len(fused) == len(matched)
     assert not [m for m in model.modules() if type(m) is PeftLoraLinear]
+    # and back to peft's own module (the side-by-side benchmark's peers run it)
+    assert unfuse_lora_linears(model) == len(matched)
+    assert not [m for m in model.modules() if isinstance(m, FusedLoraLinear)]
 
 
 @pytest.fixture

@@ -171,3 +171,14 @@ def fuse_lora_linears(model: torch.nn.Module) -> int:
             module.__class__ = FusedLoraLinear
             count += 1
     return count
+
+
+def unfuse_lora_linears(model: torch.nn.Module) -> int:
+    """The inverse of `fuse_lora_linears`: peft's own `lora.Linear` again (benchmarks compare
+    with plain peft); returns how many."""
+    count = 0
+    for module in model.modules():
+        if type(module) is FusedLoraLinear:
+            cast(Any, module).__class__ = PeftLoraLinear
+            count += 1
+    return count
