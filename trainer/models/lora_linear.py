@@ -114,12 +114,12 @@ class FusedLoraLinear(PeftLoraLinear):
     """peft's `lora.Linear` whose vanilla-LoRA forward runs as `LoraLinearFunction`."""
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        fused = self._fusable(x, args, kwargs)
+        fused = self._fused_forward(x, args, kwargs)  # None: not plain LoRA, peft's path
         if fused is None:
             return super().forward(x, *args, **kwargs)
         return fused
 
-    def _fusable(
+    def _fused_forward(
         self, x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> torch.Tensor | None:
         if args or kwargs or self.disable_adapters or self.merged or self.fan_in_fan_out:
