@@ -48,8 +48,8 @@ demo: venv
 # folder. Measured (2026-12-07): Slurm 10.7 min (beside the rest), the tests that are neither
 # ray nor slow 12.2 min alone (110% CPU), the ray and slow ones 11.3 min alone (74% CPU): the suite
 # used to run as Slurm vs all the rest (27.5 min, while the Slurm process idled after 11),
-# this split gives each process about half: on a clean clone (.ci/run, venv included, 23.4
-# min) (a) took 16.2 min and (b) 19.5 min (a third process for the end-to-end runs was
+# this split gives each process about half: on a clean clone (.ci/run, venv included, 20.3
+# and 23.4 min) (a) took 15.4-16.2 min and (b) 17.3-19.5 min (a third process for the end-to-end runs was
 # measured slower: the cores are the limit). Output is live, each line prefixed; the full
 # output of each is kept in build/test-logs/, with the slowest tests listed at its end.
 TEST_LOGS := build/test-logs
