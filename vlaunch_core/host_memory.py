@@ -257,7 +257,7 @@ def choose_loader(
     prefetch = DEFAULT_PREFETCH if d.prefetch_factor == "auto" else int(d.prefetch_factor)
     if d.num_workers != "auto":
         n = int(d.num_workers)
-        pf = _whole_step(prefetch, n, accum) if d.prefetch_factor == "auto" else prefetch
+        pf = whole_step_prefetch(prefetch, n, accum) if d.prefetch_factor == "auto" else prefetch
         reason = "data.num_workers" + (_holds(pf, accum) if pf != prefetch else "")
         return LoaderChoice(n, pf, False, reason), worker_bytes(spec, batch, pf)
     by_cores = max(0, min(MAX_AUTO_WORKERS, cores // max(1, ranks_per_node) - 1))
@@ -273,7 +273,7 @@ def choose_loader(
                 f"{budget / GIB:.1f} GiB of RAM left allows {by_ram} at "
                 f"{each / GIB:.2f} GiB each (limited by {limit})"
             )
-            whole = _whole_step(pf, n, accum) if d.prefetch_factor == "auto" else pf
+            whole = whole_step_prefetch(pf, n, accum) if d.prefetch_factor == "auto" else pf
             if whole != pf:
                 bigger = worker_bytes(spec, batch, whole)
                 if budget // max(1, ranks_per_node * bigger) >= n:
@@ -282,8 +282,9 @@ def choose_loader(
     raise AssertionError("unreachable")
 
 
-def _whole_step(prefetch: int, workers: int, accum: int) -> int:
-    """The prefetch at which `workers` hold an optimizer step's `accum` micro batches."""
+def whole_step_prefetch(prefetch: int, workers: int, accum: int) -> int:
+    """The prefetch (at least `prefetch`) at which `workers` hold `accum` micro batches (an
+    optimizer step's) in flight."""
     return max(prefetch, -(-accum // workers)) if workers > 0 else prefetch
 
 

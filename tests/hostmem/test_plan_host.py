@@ -211,12 +211,8 @@ def test_auto_prefetch_holds_an_optimizer_step_where_ram_allows(
     told = load_spec(
         write_job(tmp_path, shapes_small, data={"num_workers": 1, "prefetch_factor": 3})
     )
-    assert (
-        choose_loader(told, cores=2, ranks_per_node=1, budget=0, batch=0, accum=8)[
-            0
-        ].prefetch_factor
-        == 3
-    )
+    told_choice, _ = choose_loader(told, cores=2, ranks_per_node=1, budget=0, batch=0, accum=8)
+    assert told_choice.prefetch_factor == 3
 
 
 def test_plan_command_prints_and_exports_host_memory(

@@ -26,14 +26,13 @@ from vlaunch_core.data.mixture import MixtureItem, resolve_mixture
 from vlaunch_core.data.problems import KINDS, DataProblem
 from vlaunch_core.data.sampler import EvalBatchSampler, GlobalBatchSampler
 from vlaunch_core.errors import Problem, ProblemReport
-from vlaunch_core.host_memory import MAX_AUTO_WORKERS
+from vlaunch_core.host_memory import MAX_AUTO_WORKERS, LoaderChoice, whole_step_prefetch
 
 if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
 
     from trainer.data.positions import RopeIndex
-    from vlaunch_core.host_memory import LoaderChoice
     from vlaunch_core.models.description import ModelDescription
     from vlaunch_core.plan import Plan
     from vlaunch_core.spec import JobSpec
@@ -110,14 +109,12 @@ def loader_settings(spec: JobSpec, plan: Plan, local_world_size: int, rank: int 
 
 
 def _auto_prefetch(choice: LoaderChoice | None, workers: int) -> int | None:
-    """`data.prefetch_factor: auto`: the plan's (a step's micro batches across the workers
-    it planned, where RAM allows), raised if fewer workers run here; None without a plan."""
+    """`data.prefetch_factor: auto`: the plan's batches in flight (an optimizer step's where
+    RAM allows) over the workers that run here; None without a plan."""
     if choice is None:
         return None
-    if workers == 0:
-        return choice.prefetch_factor
     planned = choice.num_workers * choice.prefetch_factor
-    return max(choice.prefetch_factor, -(-planned // workers))
+    return whole_step_prefetch(choice.prefetch_factor, workers, planned)
 
 
 class TrainData(NamedTuple):
