@@ -8,8 +8,9 @@
 - Tuning: `lora` = vlaunch's `lora_llm` (LoRA r=16 on every Linear of the decoder layers,
   the projector trained in full); `full` = every parameter trained. The peers get the very
   same model built by `trainer.api.build_model` (same trainable parameters, same LoRA init)
-  with peft's own LoRA Linear (vlaunch's runs as one autograd function:
-  `trainer/models/lora_linear.py`).
+  with peft's own LoRA Linear and transformers' `Conv3d` patch embedding (vlaunch runs the
+  LoRA Linear as one autograd function, `trainer/models/lora_linear.py`, and the patch
+  embedding as a matrix product, `trainer/models/patch_embed.py`).
 - Data: single-turn instructions whose lengths follow LLaVA-1.5's instruction mix
   (`bench.packing.length_mix`, lengths / `SCALE`): 88% one image (192x192 px: 144
   image tokens = 576 / 4, the processor's pixel budget raised to keep that size) plus text,
@@ -249,13 +250,16 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
 
     from trainer.api import build_model
     from trainer.models.lora_linear import unfuse_lora_linears
+    from trainer.models.patch_embed import conv_patch_embeddings
     from vlaunch_core.spec_load import load_spec
 
     spec = load_spec(job)
     torch.manual_seed(0)
     built = build_model(spec, "fp32")
     model = built.model
-    unfuse_lora_linears(model)  # peft's own LoRA Linear, as a Trainer + peft user runs it
+    # as a Trainer + peft user runs it: peft's own LoRA Linear, transformers' Conv3d
+    unfuse_lora_linears(model)
+    conv_patch_embeddings(model)
     model.train()
     ends: list[float] = []
 

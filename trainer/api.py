@@ -116,6 +116,9 @@ def build_model(
         from trainer.models.packed_attention import use_packed_attention
 
         use_packed_attention(loaded.model)
+    from trainer.models.patch_embed import linear_patch_embeddings
+
+    linear_patch_embeddings(loaded.model)  # one-patch Conv3d embeddings as a matrix product
     model: Any
     model, report = apply_tuning(
         loaded.model,
