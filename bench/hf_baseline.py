@@ -2,7 +2,9 @@
 
 Same model and trainable parameters as vlaunch's run of the configuration (built by
 `bench.gpu_setup.build_model`: `apply_tuning` wraps it with peft, LoRA on the language model,
-the projector in full, non-reentrant gradient checkpointing when asked), the same synthetic
+the projector in full, non-reentrant gradient checkpointing when asked; then peft's own LoRA
+Linear and transformers' `Conv3d` patch embedding again, as a `Trainer` + peft user runs
+them, not vlaunch's `trainer/models/lora_linear.py` and `patch_embed.py`), the same synthetic
 batch every step, AdamW (fused on CUDA) with a constant LR, clipping at 1.0, bf16 autocast on
 CUDA. The Trainer computes the model's own loss from `labels`. A callback times each
 optimizer step (synchronised on CUDA); warm-up steps are skipped. The row is built and
@@ -55,10 +57,16 @@ def measure_baseline(
             sync(dev)
             times.append(time.perf_counter() - self.t0)
 
+    from trainer.models.lora_linear import unfuse_lora_linears
+    from trainer.models.patch_embed import conv_patch_embeddings
+
     with tempfile.TemporaryDirectory(prefix="vlaunch-bench-hf-") as tmp:
         setup = prepare(cfg, dev, image_px=image_px, out_dir=tmp)
         row = setup.row("transformers.Trainer + peft")
         model, _, _, report = build_model(setup.spec, dev, setup.plan.precision)
+        # as a Trainer + peft user runs it: peft's own LoRA Linear, transformers' Conv3d
+        unfuse_lora_linears(model)
+        conv_patch_embeddings(model)
         args = TrainingArguments(
             output_dir=tmp,
             per_device_train_batch_size=cfg.micro_batch_size,
