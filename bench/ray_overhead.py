@@ -153,7 +153,7 @@ def run(
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio <= TARGET_RATIO,
         "commands": {k: " ".join(_short(a) for a in v) for k, v in argvs.items()},
-        "command": "python -m bench.ray_overhead",
+        "command": f"python -m bench.ray_overhead --repeats {repeats} --steps {steps}",
     }
 
 

@@ -48,7 +48,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "packing": lambda: packing.run(train_steps=8, train_warmup=2, train_repeats=3),
     "data_pipeline": data_pipeline.run,
     "data_sources": data_sources.run,
-    "ray_overhead": ray_overhead.run,
+    "ray_overhead": lambda: ray_overhead.run(repeats=5),
     "loss_memory": lambda: loss_memory.run(repeats=1),
     "peers": lambda: peers.run(repeats=3, steps=12),
 }
