@@ -33,6 +33,8 @@ import torch
 from peft.tuners.lora.layer import Linear as PeftLoraLinear
 from torch.nn import functional as F
 
+from trainer.models.plain_tensors import is_plain
+
 _LEVELS = 1 << 16
 
 
@@ -106,10 +108,6 @@ class LoraLinearFunction(torch.autograd.Function):
         return d_x, None, d_bias, d_a, d_b, None, None
 
 
-def _plain(t: torch.Tensor | None) -> bool:
-    return t is None or (type(t) in (torch.Tensor, torch.nn.Parameter) and not hasattr(t, "ds_id"))
-
-
 class FusedLoraLinear(PeftLoraLinear):
     """peft's `lora.Linear` whose vanilla-LoRA forward runs as `LoraLinearFunction`."""
 
@@ -138,7 +136,7 @@ class FusedLoraLinear(PeftLoraLinear):
         lora_a: torch.Tensor = cast(torch.Tensor, self.lora_A[name].weight)
         lora_b: torch.Tensor = cast(torch.Tensor, self.lora_B[name].weight)
         tensors = (x, weight, bias, lora_a, lora_b)
-        if not all(_plain(t) for t in tensors):
+        if not all(is_plain(t) for t in tensors):
             return None
         dropout = self.lora_dropout[name]
         p = 0.0

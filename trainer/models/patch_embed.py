@@ -27,9 +27,7 @@ from typing import Any, cast
 import torch
 from torch.nn import functional as F
 
-
-def _plain(t: torch.Tensor | None) -> bool:
-    return t is None or (type(t) in (torch.Tensor, torch.nn.Parameter) and not hasattr(t, "ds_id"))
+from trainer.models.plain_tensors import is_plain
 
 
 def _one_patch_conv(module: torch.nn.Module) -> bool:
@@ -52,9 +50,9 @@ class PatchConv3d(torch.nn.Conv3d):
         if (
             x.dim() == 5
             and tuple(x.shape[2:]) == self.kernel_size
-            and _plain(x)
-            and _plain(weight)
-            and _plain(bias)
+            and is_plain(x)
+            and is_plain(weight)
+            and is_plain(bias)
             and (x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type))
         ):
             return patches_as_linear(x, weight, bias)
