@@ -33,7 +33,7 @@ import torch
 from peft.tuners.lora.layer import Linear as PeftLoraLinear
 from torch.nn import functional as F
 
-from trainer.models.plain_tensors import is_plain
+from trainer.models.module_swap import is_plain, switch_class
 
 _LEVELS = 1 << 16
 
@@ -163,20 +163,10 @@ class FusedLoraLinear(PeftLoraLinear):
 def fuse_lora_linears(model: torch.nn.Module) -> int:
     """Switch every plain peft `lora.Linear` of `model` to `FusedLoraLinear`; returns how
     many."""
-    count = 0
-    for module in model.modules():
-        if type(module) is PeftLoraLinear:
-            module.__class__ = FusedLoraLinear
-            count += 1
-    return count
+    return switch_class(model, lambda m: type(m) is PeftLoraLinear, FusedLoraLinear)
 
 
 def unfuse_lora_linears(model: torch.nn.Module) -> int:
     """The inverse of `fuse_lora_linears`: peft's own `lora.Linear` again (benchmarks compare
     with plain peft); returns how many."""
-    count = 0
-    for module in model.modules():
-        if type(module) is FusedLoraLinear:
-            cast(Any, module).__class__ = PeftLoraLinear
-            count += 1
-    return count
+    return switch_class(model, lambda m: type(m) is FusedLoraLinear, PeftLoraLinear)

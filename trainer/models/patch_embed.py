@@ -22,12 +22,10 @@ vlaunch (low-memory skeletons, ZeRO-3, resumes) would then have to map.
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 import torch
 from torch.nn import functional as F
 
-from trainer.models.plain_tensors import is_plain
+from trainer.models.module_swap import is_plain, switch_class
 
 
 def _one_patch_conv(module: torch.nn.Module) -> bool:
@@ -70,20 +68,10 @@ def patches_as_linear(
 
 def linear_patch_embeddings(model: torch.nn.Module) -> int:
     """Switch every one-patch `nn.Conv3d` of `model` to `PatchConv3d`; returns how many."""
-    count = 0
-    for module in model.modules():
-        if _one_patch_conv(module):
-            module.__class__ = PatchConv3d
-            count += 1
-    return count
+    return switch_class(model, _one_patch_conv, PatchConv3d)
 
 
 def conv_patch_embeddings(model: torch.nn.Module) -> int:
     """The inverse of `linear_patch_embeddings` (benchmarks compare with the model as
     transformers builds it); returns how many."""
-    count = 0
-    for module in model.modules():
-        if type(module) is PatchConv3d:
-            cast(Any, module).__class__ = torch.nn.Conv3d
-            count += 1
-    return count
+    return switch_class(model, lambda m: type(m) is PatchConv3d, torch.nn.Conv3d)
