@@ -51,7 +51,8 @@ demo: venv
 # this split gives each process about half: on a clean clone (.ci/run, venv included, 20.3
 # and 23.4 min) (a) took 15.4-16.2 min and (b) 17.3-19.5 min (a third process for the end-to-end runs was
 # measured slower: the cores are the limit). Output is live, each line prefixed; the full
-# output of each is kept in build/test-logs/, with the slowest tests listed at its end.
+# output of each is kept in build/test-logs/, with the slowest tests listed at its end; the
+# last lines name every failed test, so that the tail of a CI log says which.
 TEST_LOGS := build/test-logs
 PYTEST := $(BIN)/python -u -m pytest --durations=15
 TESTS_A := tests/slurm tests/after tests/models
@@ -65,6 +66,8 @@ test: venv
 	wait $$a; a=$$?; \
 	echo "make test: (a) $(TESTS_A): $$(tail -n1 $(TEST_LOGS)/a.log)"; \
 	echo "make test: (b) the other folders: $$(tail -n1 $(TEST_LOGS)/b.log)"; \
+	grep -h -E '^(FAILED|ERROR) ' $(TEST_LOGS)/a.log $(TEST_LOGS)/b.log | cut -c1-300 \
+	  | sed 's/^/make test: /' || true; \
 	[ $$a -eq 0 ] && [ $$b -eq 0 ]
 
 test-fast: venv

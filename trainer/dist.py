@@ -10,13 +10,15 @@ instead of gloo's "Connection closed by peer" or NCCL's watchdog dump.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from vlaunch_core.errors import UserError
 
@@ -142,21 +144,32 @@ def broadcast_object(obj: T, src: int = 0) -> T:
 
 
 def destroy() -> None:
-    """Tear the process group down while the interpreter is fully alive.
-
-    When a run returns, its model (DDP's reducer with it, which holds the group and the gloo
-    work of the last collectives) is still alive in reference cycles that only a collection
-    frees: `destroy_process_group` would then only unregister the group, and its real
-    destruction would come during the interpreter's finalization, where it can abort the
-    process (SIGABRT, "terminate called without an active exception", pytorch/pytorch#179291):
-    a finished run's rank exiting -6. Seen once in a 2-rank torchrun resume test."""
-    import gc
-
+    """Shut the process group's backends down (`destroy_process_group`): NCCL's communicators
+    are released here rather than by their destructors. Not after a failure: tearing down a
+    broken NCCL group can hang. The group object itself may outlive this (see `exit_rank`)."""
     import torch.distributed as dist
 
     if is_initialized():
-        gc.collect()
         dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End this rank's process now, without the interpreter's finalization.
+
+    A rank's process group outlives `destroy`: DistributedDataParallel keeps references to it
+    from C++ that neither deleting the model nor a collection releases (measured with torch
+    2.14: gloo's three threads are still running after `destroy_process_group` once a DDP
+    model was built, and not without one). Its real destruction then comes during the
+    interpreter's finalization, where gloo's teardown can take the GIL of a dying interpreter
+    and abort the process (SIGABRT, "terminate called without an active exception",
+    pytorch/pytorch#179291): a finished rank exiting -6 and torchrun failing the whole run,
+    seen twice in 2-rank CI runs. The run's files are closed and committed by then, so the
+    logs and the standard streams are flushed and the process exits with `os._exit`."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def log_rank_zero(log: logging.Logger, rank: int, msg: str, *args: Any) -> None:

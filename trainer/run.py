@@ -9,6 +9,7 @@ when finished, 75 when stopped by a signal after saving a checkpoint, 2 on a use
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "for the world torchrun started",
     )
     args = parser.parse_intermixed_args(argv)  # overrides may follow --quiet / --plan
+    faulthandler.enable()  # a rank that crashes in native code prints its Python stacks
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
@@ -68,4 +70,9 @@ def _world_overrides() -> list[str]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    if "WORLD_SIZE" in os.environ:  # a torchrun rank: no finalization (`dist.exit_rank`)
+        from trainer.dist import exit_rank
+
+        exit_rank(code)
+    raise SystemExit(code)

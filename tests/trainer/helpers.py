@@ -76,6 +76,7 @@ def child_env(**extra: str) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false",
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": str(REPO),
+            "PYTHONFAULTHANDLER": "1",  # a child crashing in native code shows its stacks
         }
     )
     env.pop("VLAUNCH_FAULT", None)

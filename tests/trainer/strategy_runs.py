@@ -22,3 +22,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    from trainer.dist import exit_rank
+
+    exit_rank(0)  # a torchrun rank: no finalization (see exit_rank)
