@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -162,9 +163,27 @@ def max_abs_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
+# What a failed child printed that says why, in order of preference: the first such line
+# becomes the first line of `explain` (the one pytest's summary and `make test` show).
+CAUSES = (
+    re.compile(r"^error: .*", re.M),  # a user error (trainer.run, vlaunch)
+    re.compile(r"^(terminate called.*|Fatal Python error: .*)", re.M),  # a native crash
+    re.compile(r"^\s*rank\s*: (\d+).*\n\s*exitcode\s*: (-?\d+.*)$", re.M),  # torchrun
+    re.compile(r"^\w*(Error|Exception): .*", re.M),  # the last line of a traceback
+)
+
+
 def explain(proc: subprocess.CompletedProcess[str]) -> str:
     out, err = proc.stdout[-4000:], proc.stderr[-6000:]
-    return f"exit {proc.returncode}\n--- stdout\n{out}\n--- stderr\n{err}"
+    head = f"exit {proc.returncode}"
+    root = proc.stderr[max(proc.stderr.rfind("Root Cause"), 0) :]  # torchrun's failed rank
+    for cause in CAUSES:
+        found = cause.search(root if cause.groups == 2 else proc.stderr)
+        if found:
+            why = found.group(0) if cause.groups < 2 else f"rank {found[1]} exit {found[2]}"
+            head += f": {' '.join(why.split())[:200]}"
+            break
+    return f"{head}\n--- stdout\n{out}\n--- stderr\n{err}"
 
 
 def wait_for_step(run: Path, step: int, proc: subprocess.Popen[str], timeout: float) -> None:
