@@ -51,8 +51,7 @@ EXITCODE = re.compile(r"^\s*exitcode\s+:\s*(-?\d+)", re.M)  # torchrun's summary
 
 def launch(script: Path, mode: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "python"), "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), str(script), mode],
+        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(script), mode],
         env=bench_env(threads=1, PYTHONPATH=str(REPO)),
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -77,14 +76,6 @@ def run(runs: int) -> dict[str, Any]:
             for mode in MODES
         },
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
