@@ -17,8 +17,11 @@
   12% text only; the loss on the answer only. The same samples in the same order for everyone
   (no shuffling): vlaunch `data.shuffle=false`, the peers `train_sampling_strategy=
   "sequential"`.
-- Batch: global 16 = micro 4 x accumulation 4, one process, AdamW (torch's fused kernel for
-  all, transformers' default), constant LR, clipping 1.0.
+- Batch: global 16 = micro `--micro` (4 by default; 16 is LLaVA-1.5's per-device batch) x
+  the accumulation that makes 16, the same for every trainer; one process, AdamW (torch's
+  fused kernel for all, transformers' default), constant LR, clipping 1.0. The larger the
+  micro batch, the more of a padded one is padding (the tables' padding waste column), which
+  is what packing removes.
 - Every trainer: `THREADS` math thread(s) and `WORKERS` data-loader worker process(es).
 - vlaunch: the plain loop (`trainer.loop.Recipe`), with and without `data.packing`; it encodes
   samples on the fly (chat template, processor, label mask) in its loader.
@@ -39,7 +42,7 @@ excluded) and target tokens (labels that carry a loss), as the micro batches rea
 Peak RSS: the training process's high-water mark (VmHWM) at the end (its loader worker not
 included, one per trainer).
 
-    python -m bench.peers [--repeats 3] [--steps 10]
+    python -m bench.peers [--repeats 3] [--steps 10] [--micro 4]
 """
 
 from __future__ import annotations
@@ -76,7 +79,10 @@ IMAGE_TOKENS = 576 // SCALE
 """12 x 12 image tokens (the tiny Qwen2.5-VL's 8-pixel patches, merged 2 x 2, make one token
 of each 16 x 16 pixels; `MAX_PIXELS` lets the processor keep the image's size)."""
 MAX_PIXELS = IMAGE_PX[0] * IMAGE_PX[1]
-MICRO, ACCUM = 4, 4
+GLOBAL_BATCH = 16
+MICRO = 4
+"""The default micro batch. `make bench` also runs `micro=16`: LLaVA-1.5's own fine-tuning
+recipe (scripts/v1_5/finetune.sh: per-device batch 16, 8 GPUs, global 128)."""
 THREADS = 1
 WORKERS = 1
 """Data-loader worker processes per trainer: the same for all, what vlaunch's
@@ -160,8 +166,21 @@ def check_image_tokens(model: Path) -> None:
         )
 
 
+def accumulation(micro: int) -> int:
+    """The accumulation steps that make `GLOBAL_BATCH` from micro batches of `micro`."""
+    if micro < 1 or GLOBAL_BATCH % micro:
+        raise ValueError(f"micro batch {micro} does not divide the global batch {GLOBAL_BATCH}")
+    return GLOBAL_BATCH // micro
+
+
 def spec_for(
-    folder: Path, model: Path, data: Path, tuning: str, packing: bool, steps: int
+    folder: Path,
+    model: Path,
+    data: Path,
+    tuning: str,
+    packing: bool,
+    steps: int,
+    micro: int = MICRO,
 ) -> dict[str, Any]:
     return job_spec(
         f"peers-{tuning}-{'packed' if packing else 'padded'}",
@@ -176,9 +195,9 @@ def spec_for(
         },
         tuning={"preset": "lora_llm" if tuning == "lora" else "fft"},
         train={
-            "global_batch_size": MICRO * ACCUM,
-            "micro_batch_size": MICRO,
-            "grad_accum_steps": ACCUM,
+            "global_batch_size": GLOBAL_BATCH,
+            "micro_batch_size": micro,
+            "grad_accum_steps": accumulation(micro),
             "max_steps": steps,
             "lr": 1e-4,
             "scheduler": "constant",
@@ -254,6 +273,7 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
     from vlaunch_core.spec_load import load_spec
 
     spec = load_spec(job)
+    micro, accum = int(spec.train.micro_batch_size), int(spec.train.grad_accum_steps)
     torch.manual_seed(0)
     built = build_model(spec, "fp32")
     model = built.model
@@ -272,8 +292,8 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
 
     common: dict[str, Any] = {
         "output_dir": str(job.parent / "runs" / f"{kind}-{job.stem}"),
-        "per_device_train_batch_size": MICRO,
-        "gradient_accumulation_steps": ACCUM,
+        "per_device_train_batch_size": micro,
+        "gradient_accumulation_steps": accum,
         "max_steps": steps,
         "learning_rate": 1e-4,
         "lr_scheduler_type": "constant",
@@ -328,13 +348,13 @@ def _peer(kind: str, job: Path, steps: int) -> list[dict[str, float]]:
     trainer.train()
     out = []
     for k in range(steps):
-        micro = counted.batches[k * ACCUM : (k + 1) * ACCUM]
+        batches = counted.batches[k * accum : (k + 1) * accum]
         out.append(
             {
                 "time": ends[k + 1] - ends[k],
-                "tokens": float(sum(t for t, _, _ in micro)),
-                "targets": float(sum(t for _, t, _ in micro)),
-                "slots": float(sum(n for _, _, n in micro)),
+                "tokens": float(sum(t for t, _, _ in batches)),
+                "targets": float(sum(t for _, t, _ in batches)),
+                "slots": float(sum(n for _, _, n in batches)),
             }
         )
     return out
@@ -467,17 +487,19 @@ def run(
     tunings: tuple[str, ...] = ("lora", "full"),
     root: Path | None = None,
     packing_families: tuple[str, ...] = PACKING_FAMILIES,
+    micro: int = MICRO,
 ) -> dict[str, Any]:
     root = root or BENCH_ROOT
-    work = root / "peers"
+    accum = accumulation(micro)
+    work = root / "peers" / f"micro{micro}"
     model = small_vlm("qwen2_5_vl", HIDDEN, LAYERS, vocab=VOCAB, max_pixels=MAX_PIXELS, root=root)
-    data = write_data(work, n=MICRO * ACCUM * steps)
+    data = write_data(work, n=GLOBAL_BATCH * steps)
     check_image_tokens(model)
     env = bench_env(threads=THREADS)
     results: dict[str, Any] = {}
     for tuning in tunings:
         jobs = {
-            packed: write_spec(spec_for(work, model, data, tuning, packed, steps), work)
+            packed: write_spec(spec_for(work, model, data, tuning, packed, steps, micro), work)
             for packed in (True, False)
         }
         results[tuning] = _compare(work, jobs, TRAINERS, repeats, steps, env, tuning)
@@ -487,7 +509,7 @@ def run(
         folder = work / family
         folder.mkdir(parents=True, exist_ok=True)
         jobs = {
-            packed: write_spec(spec_for(folder, other, data, "lora", packed, steps), folder)
+            packed: write_spec(spec_for(folder, other, data, "lora", packed, steps, micro), folder)
             for packed in (True, False)
         }
         label = f"lora, {family}-shaped (vlaunch packing vs padded)"
@@ -495,22 +517,22 @@ def run(
             folder, jobs, ("vlaunch+packing", "vlaunch"), repeats, steps, env, family
         )
     return {
-        "name": "peers",
+        "name": "peers" if micro == MICRO else f"peers_micro{micro}",
         "model": f"Qwen2.5-VL-shaped: tiny vision tower, decoder {HIDDEN} wide, {LAYERS} layers, "
         f"vocabulary {VOCAB} (the output layer's share of the decoder's weights per token is "
         f"Qwen2.5-VL-3B's, {HEAD_SHARE:.3f}) (random init), fp32, sdpa, no gradient checkpointing"
         + "".join(
             f"; the {f} rows: the same decoder size on {f}'s tiny tower" for f in packing_families
         ),
-        "data": f"{MICRO * ACCUM * steps} single-turn samples, LLaVA-1.5 mix lengths / {SCALE} "
+        "data": f"{GLOBAL_BATCH * steps} single-turn samples, LLaVA-1.5 mix lengths / {SCALE} "
         f"(88% one {IMAGE_PX[0]}x{IMAGE_PX[1]} px image = {IMAGE_TOKENS} image tokens, "
         "12% text only), "
         f"loss on the answers, max_length {MAX_LENGTH}, same order for all (no shuffling)",
-        "batch": f"global {MICRO * ACCUM} = micro {MICRO} x accumulation {ACCUM}, 1 process, "
+        "batch": f"global {GLOBAL_BATCH} = micro {micro} x accumulation {accum}, 1 process, "
         f"{THREADS} thread, {steps} steps (first {WARMUP} not timed), AdamW, constant LR",
         "results": results,
         "versions": _versions(),
-        "command": f"python -m bench.peers --repeats {repeats} --steps {steps}",
+        "command": f"python -m bench.peers --repeats {repeats} --steps {steps} --micro {micro}",
     }
 
 
@@ -526,12 +548,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--tuning", action="append", choices=["lora", "full"])
+    parser.add_argument(
+        "--micro", type=int, default=MICRO, help=f"micro batch (global {GLOBAL_BATCH})"
+    )
     args = parser.parse_args(argv)
     if args.child:
         kind, job, steps, out = args.child
         child(kind, Path(job), int(steps), Path(out))
         return 0
-    result = run(args.repeats, args.steps, tuple(args.tuning or ("lora", "full")))
+    try:
+        accumulation(args.micro)
+    except ValueError as e:
+        parser.error(str(e))
+    result = run(args.repeats, args.steps, tuple(args.tuning or ("lora", "full")), micro=args.micro)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -426,6 +426,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "data_sources": data_sources,
     "loss_memory": loss_memory,
     "peers": peers,
+    "peers_micro16": peers,
 }
 TITLES = {
     "cli_latency": "CLI latency",
@@ -435,6 +436,7 @@ TITLES = {
     "data_sources": "Data sources",
     "loss_memory": "The loss without full logits",
     "peers": "Side by side: TRL SFTTrainer and transformers Trainer + peft",
+    "peers_micro16": "Side by side at LLaVA-1.5's micro batch (16)",
     "gpu": "GPU",
 }
 
