@@ -51,7 +51,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "ray_overhead": lambda: ray_overhead.run(repeats=5),
     "loss_memory": lambda: loss_memory.run(repeats=1),
     "peers": lambda: peers.run(repeats=3, steps=12),
-    "peers_micro16": lambda: peers.run(repeats=3, steps=12, micro=16),
+    "peers_micro16": lambda: peers.run(repeats=3, steps=20, micro=16),
 }
 
 
