@@ -140,7 +140,7 @@ class LocalBackend(Backend[LocalRequest]):
                 "%d CPU workers on %d cores: they will share cores", plan.world.world_size, cores
             )
         with local_cluster(num_cpus=request.num_cpus, num_gpus=request.num_gpus):
-            code = run_driver(spec, plan)
+            code = run_driver(spec, plan, own_cluster=True)
         print_outputs(spec, code)
         return Scheduled(f"{self.name}:{request.run_dir}", exit_code=code)
 

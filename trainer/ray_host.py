@@ -220,10 +220,17 @@ def worker_env(spec: JobSpec) -> dict[str, str]:
 
 
 def make_trainer(
-    spec: JobSpec, plan: Plan, *, quiet: bool, driver: dict[str, Any] | None = None
+    spec: JobSpec,
+    plan: Plan,
+    *,
+    quiet: bool,
+    driver: dict[str, Any] | None = None,
+    own_cluster: bool = False,
 ) -> Any:
-    """The trainer of a job (not started): `TorchTrainer`'s `DataParallelTrainer` with its
-    torch process group (trainer/ray_backend.py)."""
+    """The trainer of a job (not started): Ray Train's `DataParallelTrainer` without the
+    helper actors a run does not use (trainer/ray_trainer.py; `own_cluster`: the launch
+    started the cluster and stops it after the run), with `TorchTrainer`'s torch process
+    group (trainer/ray_backend.py)."""
     # Train V2's classes (mypy resolves `ray.train` to the V1 ones statically).
     from ray.train.v2.api.config import (
         CheckpointConfig,
@@ -232,9 +239,9 @@ def make_trainer(
         RunConfig,
         ScalingConfig,
     )
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from trainer.ray_backend import TorchProcessGroup
+    from trainer.ray_trainer import VlaunchTrainer
 
     tr = spec.train
     world = plan.world
@@ -242,8 +249,9 @@ def make_trainer(
     resources: dict[str, float] = {"CPU": float(cpus_per_worker(plan))}
     if on_gpu:
         resources["GPU"] = 1.0
-    return DataParallelTrainer(
+    return VlaunchTrainer(
         worker_main,
+        own_cluster=own_cluster,
         train_loop_config={
             "spec": spec.model_dump(mode="json", by_alias=True),
             "plan": plan.to_json(),  # what the launch printed is what the workers train with
@@ -257,8 +265,7 @@ def make_trainer(
         scaling_config=ScalingConfig(
             num_workers=world.world_size, use_gpu=on_gpu, resources_per_worker=resources
         ),
-        # Ray annotates `ray.train.RunConfig`, which mypy reads as Train V1's
-        run_config=RunConfig(  # type: ignore[arg-type]
+        run_config=RunConfig(
             name=spec.name,
             storage_path=spec.output.dir,
             failure_config=FailureConfig(max_failures=tr.max_failures),
@@ -423,8 +430,10 @@ def _fit_in_thread(trainer: Any) -> Any:
     return outcome.get("result")
 
 
-def run_driver(spec: JobSpec, plan: Plan) -> int:
-    """Run (or resume) `spec` on the connected Ray cluster: 0 finished, 75 stopped."""
+def run_driver(spec: JobSpec, plan: Plan, *, own_cluster: bool = False) -> int:
+    """Run (or resume) `spec` on the connected Ray cluster: 0 finished, 75 stopped.
+    `own_cluster`: the launch started that cluster and stops it after the run (`vlaunch
+    local`), so Ray Train's helpers for a cluster that outlives it are left out."""
     from ray.train import TrainingFailedError
 
     from trainer.resume_check import check_resume
@@ -437,8 +446,9 @@ def run_driver(spec: JobSpec, plan: Plan) -> int:
     run_dir.clear_stop()
     run_dir.clear_user_error()
     tty = sys.stdout.isatty()
-    start_autoscaling_coordinator()
-    trainer = make_trainer(spec, plan, quiet=tty, driver=driver_identity())
+    if not own_cluster:
+        start_autoscaling_coordinator()
+    trainer = make_trainer(spec, plan, quiet=tty, driver=driver_identity(), own_cluster=own_cluster)
     tail = _TailProgress(run_dir) if tty else None
     started = time.monotonic()
     with _StopOnSignal(run_dir):

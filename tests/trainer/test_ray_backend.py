@@ -16,16 +16,20 @@ from trainer.ray_backend import TorchProcessGroup, _TorchProcessGroupBackend
 
 def test_the_controller_side_never_imports_torch() -> None:
     # What the driver builds and Ray Train's controller unpickles and calls, in a fresh
-    # interpreter: the trainer's class, the config and its backend's class.
+    # interpreter: the trainer's class, the config and its backend's class, the scaling
+    # policy of a run on its own cluster (trainer/ray_trainer.py).
     code = textwrap.dedent(
         """
         import sys
         import ray.cloudpickle as pickle
         from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
         import trainer.ray_host
+        from ray.train.v2.api.config import ScalingConfig
         from trainer.ray_backend import TorchProcessGroup
+        from trainer.ray_trainer import FixedWithoutAutoscaler
 
         config = pickle.loads(pickle.dumps(TorchProcessGroup(backend="gloo", timeout_s=60)))
+        pickle.loads(pickle.dumps(FixedWithoutAutoscaler(ScalingConfig(num_workers=2))))
         backend = config.backend_cls()
         print(config.to_dict(), config.framework.value, config.train_func_context.__name__)
         print("torch imported:", "torch" in sys.modules)
