@@ -69,19 +69,17 @@ def read_probe(folder: Path) -> list[dict[str, Any]]:
     return sorted(({k: v for k, v in r.items() if k != "pid"} for r in ranks), key=str)
 
 
-def run(
+def write_job(
+    work: Path,
     *,
-    repeats: int = 3,
-    steps: int = 30,
-    warmup: int = 3,
+    steps: int,
     hidden: int = 256,
     layers: int = 4,
     global_batch_size: int = 16,
     micro_batch_size: int = 4,
     root: Path = BENCH_ROOT,
-) -> dict[str, Any]:
-    """Median step time and start-up time of torchrun vs Ray, `repeats` runs each."""
-    work = root / "ray_overhead"
+) -> tuple[Path, Path]:
+    """The benchmark's job spec, written into `work`: its path and the run's directory."""
     model = small_llava(hidden, layers, root)
     shapes = shapes_data(root)
     dataset = {"data_path": str(shapes / "train.json"), "media_dir": str(shapes)}
@@ -98,8 +96,31 @@ def run(
         workers=RANKS,
     )
     spec["env"] = thread_env(THREADS_PER_RANK)  # the Ray workers' environment, as below
-    spec_path = write_spec(spec, work)
-    run_dir = work / "runs" / spec["name"]
+    return write_spec(spec, work), work / "runs" / spec["name"]
+
+
+def run(
+    *,
+    repeats: int = 3,
+    steps: int = 30,
+    warmup: int = 3,
+    hidden: int = 256,
+    layers: int = 4,
+    global_batch_size: int = 16,
+    micro_batch_size: int = 4,
+    root: Path = BENCH_ROOT,
+) -> dict[str, Any]:
+    """Median step time and start-up time of torchrun vs Ray, `repeats` runs each."""
+    work = root / "ray_overhead"
+    spec_path, run_dir = write_job(
+        work,
+        steps=steps,
+        hidden=hidden,
+        layers=layers,
+        global_batch_size=global_batch_size,
+        micro_batch_size=micro_batch_size,
+        root=root,
+    )
     probe = work / "probe"
     env = bench_env(threads=THREADS_PER_RANK, **probe_env(probe))
     argvs = commands(spec_path)
