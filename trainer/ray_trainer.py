@@ -17,11 +17,11 @@ actors, on every run:
 
 Each of these processes costs CPU while it waits (its main thread wakes every 10 ms to check
 for signals, wired into Ray core: about 7 ms of CPU a second per process on the machine
-`make bench` runs on), taken from the ranks when they keep every core busy. What each
-helper is for, and why leaving it out loses nothing, is said above; `tests/ray/` runs fits
-with this trainer and checks which actors a run starts.
+`make bench` runs on), taken from the ranks when they keep every core busy
+(docs/benchmarks.md, "Ray overhead"). `tests/trainer/test_ray_trainer.py` runs this trainer
+and Ray Train's own on a real local cluster and checks which actors each starts.
 
-Imports Ray Train (not torch): it is unpickled by Ray Train's controller.
+Imports Ray Train, not torch: the scaling policy is unpickled by Ray Train's controller.
 """
 
 from __future__ import annotations
