@@ -12,7 +12,7 @@ actors, on every run:
   (`vlaunch local`) `ray.shutdown()` ends every actor and placement group with the run:
   left out there (kept on a cluster that outlives the run, `vlaunch run`).
 - Ray Data's detached `AutoscalingCoordinator`, which the fixed scaling policy sends the
-  run's resource request to (again every 10 s), for an autoscaler to act on. A cluster the
+  run's resource request to (again every 20 s), for an autoscaler to act on. A cluster the
   launch started itself has no autoscaler: no request there, and no coordinator.
 
 Each of these processes costs CPU while it waits (its main thread wakes every 10 ms to check
@@ -21,6 +21,8 @@ for signals, wired into Ray core: about 7 ms of CPU a second per process on the 
 (docs/benchmarks.md, "Ray overhead"). `tests/trainer/test_ray_trainer.py` runs this trainer
 and Ray Train's own on a real local cluster and checks which actors each starts.
 
+The callbacks and the scaling policy are Ray Train's internals (`ray.train.v2._internal`, Ray
+2.60 as locked): a re-lock that moves them fails this module's import and those tests.
 Imports Ray Train, not torch: the scaling policy is unpickled by Ray Train's controller.
 """
 
