@@ -95,7 +95,7 @@ def write_job(
         },
         workers=RANKS,
     )
-    spec["env"] = thread_env(THREADS_PER_RANK)  # the Ray workers' environment, as below
+    spec["env"] = thread_env(THREADS_PER_RANK)  # the Ray workers get what `bench_env` sets
     return write_spec(spec, work), work / "runs" / spec["name"]
 
 
