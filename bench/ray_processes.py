@@ -2,10 +2,10 @@
 processes beside them (GCS, raylet, log monitor, agents, Ray Train's controller and actors).
 
 `python -m bench.ray_processes` runs the `ray_overhead` job (2 CPU ranks, one math thread
-each) for `--steps` steps and reads `/proc/<pid>/stat` of every process whose command line
-names Ray or vlaunch twice: when `metrics.jsonl` first records step `--from`, and again at
+each) for `--steps` steps and reads the CPU time of every process whose command line names
+Ray or vlaunch (psutil) twice: when `metrics.jsonl` first records step `--from`, and again at
 step `--to`. What Ray's processes use in that window is taken from the two cores the ranks
-keep busy (docs/benchmarks.md, "Ray overhead"). Linux only (`/proc`).
+keep busy (docs/benchmarks.md, "Ray overhead").
 """
 
 from __future__ import annotations
@@ -48,26 +48,17 @@ def role(cmdline: str) -> str | None:
     return None
 
 
-def cpu_seconds(stat: str) -> float:
-    """User + system CPU seconds from the text of `/proc/<pid>/stat`."""
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def snapshot() -> dict[int, tuple[str, float]]:
+    """(role, user + system CPU seconds) of every process of a run now on this machine, by
+    pid (psutil; a process it may not read, or one that ended, is left out)."""
+    import psutil
 
-
-def snapshot(proc: Path = Path("/proc")) -> dict[int, tuple[str, float]]:
-    """(role, CPU seconds) of every process of a run now on this machine, by pid."""
     out: dict[int, tuple[str, float]] = {}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            seconds = cpu_seconds((entry / "stat").read_text())
-        except (OSError, UnicodeDecodeError):
-            continue  # gone, or not ours to read
-        name = role(cmdline)
-        if name is not None:
-            out[int(entry.name)] = (name, seconds)
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        name = role(" ".join(proc.info["cmdline"] or []).strip())
+        if name is not None and times is not None:
+            out[proc.pid] = (name, times.user + times.system)
     return out
 
 

@@ -4,12 +4,14 @@ named and counted, and one real run on a local Ray cluster."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench import ray_processes
-from bench.ray_processes import RANK, cpu_seconds, role, window
+from bench.ray_processes import RANK, role, snapshot, window
 
 
 @pytest.mark.parametrize(
@@ -33,14 +35,28 @@ def test_each_process_gets_its_role(cmdline: str, expected: str | None) -> None:
     assert role(cmdline) == expected
 
 
-def test_cpu_seconds_are_user_plus_system_time() -> None:
-    tick = os.sysconf("SC_CLK_TCK")
-    # a command name with spaces and parentheses, as /proc writes it
-    stat = f"42 (ray::A (b) c) S 1 42 42 0 -1 4194304 10 0 0 0 {3 * tick} {tick} 0 0 20 0"
-    assert cpu_seconds(stat) == pytest.approx(4.0)
-    # this process: what /proc says is what it has used so far
-    own = cpu_seconds(Path(f"/proc/{os.getpid()}/stat").read_text())
-    assert 0 < own <= sum(os.times()[:2]) + 2 / tick
+def test_a_snapshot_holds_the_runs_processes_and_their_cpu_time() -> None:
+    # a real process whose command line starts as a Ray actor's does, burning CPU
+    code = (
+        "import sys, time\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.3: pass\n"
+        "print(1, flush=True)\n"
+        "sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        ["bash", "-c", f'exec -a "ray::FakeActor" {sys.executable} -c "$0"', code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"1"
+        snap = snapshot()
+    finally:
+        proc.communicate(b"")
+    name, seconds = snap[proc.pid]
+    assert name == "FakeActor" and seconds >= 0.3
+    assert os.getpid() not in snap  # this test's own process is no part of a run
 
 
 def test_the_window_counts_what_each_role_used_in_between() -> None:
