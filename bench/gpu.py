@@ -54,7 +54,7 @@ def measure(
     """Train `cfg` with the loop's optimizer step; timings, memory, prediction."""
     import torch
 
-    from trainer.api import build_strategy, train_step
+    from trainer.api import build_loss, build_strategy, train_step
     from trainer.dist import init_distributed
     from trainer.loss import target_tokens
 
@@ -69,13 +69,16 @@ def measure(
             )
             strategy = build_strategy(setup.spec, env, plan)
             strategy.prepare(model, groups, layer_classes=layer_classes)
+            loss = build_loss(setup.spec, strategy)  # `train.loss`, as the loop builds it
+            row["loss"] = loss.kind
             tokens = float(target_tokens(setup.batch["labels"]))
             times = []
             for _ in range(warmup + steps):
                 t0 = time.perf_counter()
-                train_step(strategy, [setup.batch], tokens)  # the loop's own step
+                out = train_step(strategy, [setup.batch], tokens, loss)  # the loop's own step
                 sync(env.device)
                 times.append(time.perf_counter() - t0)
+            row.update(loss=loss.kind, last_loss=float(out.loss_sum) / max(tokens, 1.0))
         except torch.cuda.OutOfMemoryError as e:
             return setup.out_of_memory(row, e)
         return setup.finish(row, report, times, warmup)

@@ -37,6 +37,9 @@ class GpuConfig:
     gradient_checkpointing: bool = True
     baseline: bool = False
     """Also train it with transformers.Trainer + peft."""
+    loss: str = "auto"
+    """`train.loss`: `auto` is Liger's fused kernel where liger-kernel is installed on CUDA,
+    else the chunked loss; `plain` takes the model's full logits."""
 
 
 CONFIGS: tuple[GpuConfig, ...] = (
@@ -48,6 +51,16 @@ CONFIGS: tuple[GpuConfig, ...] = (
         "random:qwen2-vl-2b",
         "tiny:qwen2_vl",
         gradient_checkpointing=False,
+    ),
+    *(  # the loss's memory: the same step with full logits and with the chunked loss
+        GpuConfig(
+            f"qwen2-vl-2b lora loss={loss}",
+            "random:qwen2-vl-2b",
+            "tiny:qwen2_vl",
+            micro_batch_size=8,
+            loss=loss,
+        )
+        for loss in ("plain", "chunked")
     ),
     GpuConfig("qwen2-vl-2b full", "random:qwen2-vl-2b", "tiny:qwen2_vl", tuning=LLM_FULL),
     GpuConfig(
@@ -86,6 +99,7 @@ def gpu_spec(cfg: GpuConfig, *, profile: str, precision: str, out_dir: str) -> J
             "precision": precision,
             "gradient_checkpointing": cfg.gradient_checkpointing,
             "strategy": cfg.strategy,
+            "loss": cfg.loss,
             "lr": 1e-4,
             "max_grad_norm": 1.0,
         },

@@ -63,6 +63,7 @@ def measure_baseline(
     with tempfile.TemporaryDirectory(prefix="vlaunch-bench-hf-") as tmp:
         setup = prepare(cfg, dev, image_px=image_px, out_dir=tmp)
         row = setup.row("transformers.Trainer + peft")
+        row["loss"] = "plain"  # the model's own, from the full logits
         model, _, _, report = build_model(setup.spec, dev, setup.plan.precision)
         # as a Trainer + peft user runs it: peft's own LoRA Linear, transformers' Conv3d
         unfuse_lora_linears(model)

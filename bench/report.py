@@ -379,7 +379,9 @@ def gpu(r: dict[str, Any] | None) -> str:
     for row in r["rows"]:
         if "error" in row and "step_time_s" not in row:
             rows.append(
-                [row["config"], row.get("trainer", "-"), "error: " + row["error"][:80]] + ["-"] * 6
+                [row["config"], row.get("trainer", "-"), row.get("loss", "-")]
+                + ["error: " + row["error"][:80]]
+                + ["-"] * 6
             )
             continue
         pred = (row.get("predicted") or {}).get("total")
@@ -389,6 +391,7 @@ def gpu(r: dict[str, Any] | None) -> str:
             [
                 row["config"],
                 row["trainer"],
+                row.get("loss", "-"),
                 _s(row["tokens_per_s"], 0),
                 _pct(row.get("mfu")),
                 _s((meas.get("allocated") or 0) / GIB, 1),
@@ -403,6 +406,7 @@ def gpu(r: dict[str, Any] | None) -> str:
             [
                 "configuration",
                 "trainer",
+                "loss",
                 "tokens/s",
                 "MFU",
                 "peak allocated (GiB)",
@@ -415,7 +419,32 @@ def gpu(r: dict[str, Any] | None) -> str:
         )
         + f"\n\nDevice: {r['device']}; `{r['command']}`; median of {r['steps']} steps after "
         f"{r['warmup_steps_skipped']} warm-up steps."
+        + "".join(f"\n\n{line}" for line in loss_memory_ratios(r["rows"]))
     )
+
+
+def loss_memory_ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """For each configuration also run as `<name> loss=plain`: the peak allocated memory of
+    vlaunch's step with every other loss of that configuration against the plain loss's."""
+    mine = {
+        row["config"]: row
+        for row in rows
+        if row.get("trainer") == "vlaunch loop" and (row.get("measured") or {}).get("allocated")
+    }
+    out = []
+    for name, plain in mine.items():
+        if not name.endswith(" loss=plain"):
+            continue
+        base = name.removesuffix(" loss=plain")
+        others = [
+            (row.get("loss", "?"), row["measured"]["allocated"] / plain["measured"]["allocated"])
+            for other, row in mine.items()
+            if other != name and (other == base or other.startswith(base + " loss="))
+        ]
+        if others:
+            parts = ", ".join(f"{loss} {ratio:.2f}" for loss, ratio in others)
+            out.append(f"Peak allocated against the plain loss (full logits), {base}: {parts}.")
+    return out
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {

@@ -29,6 +29,23 @@ def test_tiny_run_with_baseline() -> None:
     assert rows[0]["trainable_params"] == rows[1]["trainable_params"]
 
 
+def test_each_configuration_trains_with_its_loss() -> None:
+    """The loop's step with the configuration's `train.loss`, as `trainer.loop` builds it
+    (`auto` is the chunked loss without CUDA); the baseline keeps the model's own loss."""
+    names = ["qwen2-vl-2b lora loss=plain", "qwen2-vl-2b lora loss=chunked", "qwen2-vl-2b lora"]
+    result = gpu.run(device="cpu", tiny=True, names=names, steps=1, warmup=1, isolate=False)
+    losses = {(r["config"], r["trainer"]): r["loss"] for r in result["rows"]}
+    assert losses == {
+        (names[0], "vlaunch loop"): "plain",
+        (names[1], "vlaunch loop"): "chunked",
+        (names[2], "vlaunch loop"): "chunked",
+        (names[2], "transformers.Trainer + peft"): "plain",
+    }
+    for row in result["rows"]:
+        if row["trainer"] == "vlaunch loop":  # the mean token loss of the last step
+            assert 0 < row["last_loss"] < 20, row
+
+
 def test_isolated_child_process() -> None:
     result = gpu.run(
         device="cpu", tiny=True, names=["qwen2-vl-2b full"], steps=1, warmup=1, isolate=True

@@ -30,6 +30,38 @@ def test_gpu_table_says_not_measured_without_gpu_results() -> None:
     assert "Not yet measured" in report.gpu({"tiny": True, "device": "cpu", "rows": []})
 
 
+def test_gpu_table_compares_each_loss_with_the_plain_one() -> None:
+    def row(config: str, loss: str, allocated: int, trainer: str = "vlaunch loop") -> dict:
+        return {
+            "config": config,
+            "trainer": trainer,
+            "loss": loss,
+            "tokens_per_s": 1000.0,
+            "mfu": 0.3,
+            "measured": {"allocated": allocated * 2**30, "reserved": allocated * 2**30},
+            "predicted": {"total": allocated * 2**30},
+            "memory_error": 0.0,
+            "step_time_s": 1.0,
+        }
+
+    rows = [
+        row("a lora", "liger", 4),
+        row("a lora", "plain", 12, trainer="transformers.Trainer + peft"),
+        row("a lora loss=plain", "plain", 10),
+        row("a lora loss=chunked", "chunked", 5),
+        row("b full", "liger", 30),
+    ]
+    text = report.gpu(
+        {"device": "H100", "command": "c", "steps": 3, "warmup_steps_skipped": 1, "rows": rows}
+    )
+    assert "| a lora loss=chunked | vlaunch loop | chunked |" in text
+    assert (
+        "Peak allocated against the plain loss (full logits), a lora: liger 0.40, chunked 0.50."
+        in text
+    )
+    assert "b full" not in text.split("\n\n")[-1]  # no plain run of it: no ratio
+
+
 def test_every_cpu_block_is_written_even_unmeasured() -> None:
     result = packing.run(num_samples=256)
     result["load_average"] = {"before": [2.5, 2.0, 1.0], "after": [0.5, 0.5, 0.5]}
