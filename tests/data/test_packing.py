@@ -129,18 +129,58 @@ def test_packed_logits_equal_one_by_one(
     assert "attention_mask" not in inputs
     assert inputs["input_ids"].shape == (1, sum(e.length for e in items))
     split_before = packed_attention.state.split_calls
+    skipped_before = packed_attention.state.masks_skipped
     with torch.no_grad():
         packed = model(
             **{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False
         ).logits[0]
-        # vlaunch's path split every decoder layer's attention per sample; sdpa never did
+        # vlaunch's path split every decoder layer's attention per sample; sdpa never did;
+        # and it built no [tokens x tokens] mask for the row
         layers = model.config.get_text_config().num_hidden_layers
         split = packed_attention.state.split_calls - split_before
         assert split == (layers if attn == PACKED_SDPA else 0)
+        skipped = packed_attention.state.masks_skipped - skipped_before
+        assert (skipped >= 1) == (attn == PACKED_SDPA)
         start = 0
         for e in items:
             alone = _alone(model, e)
             torch.testing.assert_close(packed[start : start + e.length], alone, atol=ATOL, rtol=0)
+            start += e.length
+
+
+def test_sliding_window_layers_keep_their_mask_in_a_packed_row(
+    any_tiny: Callable[[str], tuple[Path, Any]],
+) -> None:
+    """Qwen2-VL with a sliding window on its second layer (`use_sliding_window`): the full
+    layer splits per sample with no mask built, the sliding one runs sdpa with transformers'
+    packed sliding-window mask; each sample's logits still equal its own."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    path, proc = any_tiny("qwen2_vl")
+    config = AutoConfig.from_pretrained(path)
+    text = config.get_text_config()
+    assert text.num_hidden_layers == 2
+    text.use_sliding_window = True
+    text.sliding_window = 8  # shorter than every sample
+    text.layer_types = ["full_attention", "sliding_attention"]
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, config=config, attn_implementation="sdpa"
+    ).train()
+    assert use_packed_attention(model)
+    items = _items(proc, text_only=True)
+    assert min(e.length for e in items) > text.sliding_window
+    inputs = Collator(0, proc[1], packing=True, rope_index=rope_index(model))(items).inputs
+    split_before = packed_attention.state.split_calls
+    with torch.no_grad():
+        packed = model(
+            **{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False
+        ).logits[0]
+        assert packed_attention.state.split_calls - split_before == 1  # the full layer
+        start = 0
+        for e in items:
+            torch.testing.assert_close(
+                packed[start : start + e.length], _alone(model, e), atol=ATOL, rtol=0
+            )
             start += e.length
 
 

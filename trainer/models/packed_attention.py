@@ -8,9 +8,16 @@ sample with causal attention, which is what flash-attention's varlen kernel does
 
 The boundaries are read as transformers reads them to build that mask
 (`masking_utils.find_packed_sequence_indices`: a position that is not the previous one + 1
-starts a sample). Everything else goes to plain `sdpa` with the mask transformers built for it
-(the mask function registered under `NAME` is `sdpa`'s): padded batches, a vision tower's
-attention (not causal), decoding with a cache, sliding windows, sinks and soft-capping.
+starts a sample). Everything else goes to plain `sdpa` with the mask transformers built for it:
+padded batches, a vision tower's attention (not causal), decoding with a cache, sliding
+windows, sinks and soft-capping.
+
+That mask is [tokens x tokens] booleans (256 MiB for a 16k-token row, with as much again while
+it is built), and the per-sample path never reads it. So the mask function registered under
+`NAME` (`packed_sdpa_mask`) builds none for the causal mask of one packed row (the one case
+where transformers asks for a full mask only because the row is packed); a layer that then
+cannot split (a bias, sink or soft cap of its own) gets that block mask rebuilt from the
+positions, for the call only. Every other mask is `sdpa`'s own (sliding windows included).
 `tests/data/test_packing.py` checks that each packable family's packed logits equal the
 samples' own, and that this path ran.
 """
@@ -38,6 +45,8 @@ class _State:
     tensor: they are read once per forward)."""
     split_calls: int = 0
     """Attention calls that ran split per sample (tests check that the path ran)."""
+    masks_skipped: int = 0
+    """Causal masks of a packed row not built (`packed_sdpa_mask`)."""
 
 
 state = _State()
@@ -46,11 +55,53 @@ state = _State()
 def register() -> str:
     """Register `NAME` with transformers (attention and mask functions) and return it."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(NAME, packed_sdpa_attention)
-    AttentionMaskInterface.register(NAME, sdpa_mask)
+    AttentionMaskInterface.register(NAME, packed_sdpa_mask)
     return NAME
+
+
+def packed_sdpa_mask(**kwargs: Any) -> torch.Tensor | None:
+    """transformers' `sdpa_mask`, except None for the causal mask of one packed row.
+
+    transformers calls a mask function with keywords only. The case skipped: one row, no
+    padding mask, no cache (query and keys alike, no offsets), no sliding or chunked window
+    (`local_size`), not a bidirectional mask (`create_bidirectional_mask` passes
+    `allow_is_bidirectional_skip`), and transformers itself found a full mask necessary
+    (`allow_is_causal_skip` False: packed positions; the families that can be packed add no
+    other deviation, which `tests/data/test_packing.py` checks family by family)."""
+    from transformers.masking_utils import sdpa_mask
+
+    one_packed_row = (
+        kwargs.get("batch_size") == 1
+        and kwargs.get("attention_mask") is None
+        and kwargs.get("local_size") is None
+        and "allow_is_bidirectional_skip" not in kwargs
+        and kwargs.get("allow_is_causal_skip") is False
+        and _is_zero(kwargs.get("q_offset", 0))
+        and _is_zero(kwargs.get("kv_offset", 0))
+        and kwargs.get("q_length") == kwargs.get("kv_length")
+    )
+    if one_packed_row:
+        state.masks_skipped += 1
+        return None
+    return sdpa_mask(**kwargs)
+
+
+def _is_zero(offset: object) -> bool:
+    return isinstance(offset, int) and offset == 0
+
+
+def block_causal_mask(bounds: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The [1, 1, tokens, tokens] boolean causal mask transformers builds for a packed row
+    (the one `packed_sdpa_mask` skips): each token sees the tokens before it in its own
+    sample."""
+    sizes = torch.tensor([e - s for s, e in itertools.pairwise(bounds)], device=device)
+    sample = torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)
+    idx = torch.arange(bounds[-1], device=device)
+    back = idx[:, None] - idx[None, :]
+    return ((sample[:, None] == sample[None, :]) & (back >= 0))[None, None]
 
 
 def use_packed_attention(model: Any) -> bool:
@@ -97,13 +148,12 @@ def packed_sdpa_attention(
     length = query.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     bounds = None
-    if (
-        causal
-        and query.shape[0] == 1
-        and key.shape[2] == length
-        and all(kwargs.get(k) is None for k in _NOT_SPLIT)
-    ):
+    if causal and query.shape[0] == 1 and key.shape[2] == length:
         bounds = sample_bounds(kwargs.get("position_ids"), length)
+    if bounds is not None and any(kwargs.get(k) is not None for k in _NOT_SPLIT):
+        if attention_mask is None and len(bounds) > 2:  # skipped by `packed_sdpa_mask`
+            attention_mask = block_causal_mask(bounds, query.device)
+        bounds = None
     if bounds is None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
