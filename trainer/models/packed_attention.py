@@ -12,14 +12,15 @@ starts a sample). Everything else goes to plain `sdpa` with the mask transformer
 padded batches, a vision tower's attention (not causal), decoding with a cache, sliding
 windows, sinks and soft-capping.
 
-That mask is [tokens x tokens] booleans (256 MiB for a 16k-token row, with as much again while
-it is built), and the per-sample path never reads it. So the mask function registered under
-`NAME` (`packed_sdpa_mask`) builds none for the causal mask of one packed row (the one case
-where transformers asks for a full mask only because the row is packed); a layer that then
-cannot split (a bias, sink or soft cap of its own) gets that block mask rebuilt from the
-positions, for the call only. Every other mask is `sdpa`'s own (sliding windows included).
-`tests/data/test_packing.py` checks that each packable family's packed logits equal the
-samples' own, and that this path ran.
+That mask is [tokens x tokens] booleans (256 MiB for a 16k-token row, about three times that
+while it is built: `bench/packed_mask.py`), and the per-sample path never reads it. So the
+mask function registered under `NAME` (`packed_sdpa_mask`) builds none for the causal mask
+of one packed row (the one case where transformers asks for a full mask only because the row
+is packed); a layer that then cannot split (a bias, sink or soft cap of its own) gets that
+block mask rebuilt from the positions, for the call only. Every other mask is `sdpa`'s own
+(sliding windows included). `tests/data/test_packing.py` checks that each packable family's
+packed logits equal the samples' own and that this path ran;
+`tests/models/test_packed_attention.py` checks the masks.
 """
 
 from __future__ import annotations
