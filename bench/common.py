@@ -38,6 +38,14 @@ def bench_env(threads: int | None = None, **extra: str) -> dict[str, str]:
     }
 
 
+def proc_status_bytes(key: str) -> int:
+    """A memory line of this process's /proc/self/status (`VmRSS`, `VmHWM`, ...), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     cpu = platform.processor() or platform.machine()

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import BIN, REPO, bench_env
+from bench.common import BIN, REPO, bench_env, proc_status_bytes
 from bench.jobs import (
     BENCH_ROOT,
     fresh_run_dir,
@@ -41,13 +41,6 @@ MICRO, LENGTH, STEPS = 2, 1024, 3
 VARIANTS = ("plain", "chunked")
 
 
-def _status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
 def child(job: Path, variant: str, out: Path) -> None:
     """One training run in this process; writes its memory numbers to `out` (JSON)."""
     import resource
@@ -61,16 +54,16 @@ def child(job: Path, variant: str, out: Path) -> None:
 
     spec = load_spec(job, [f"train.loss={variant}", f"name=loss-{variant}"])
     fresh_run_dir(spec)
-    start = _status("VmRSS")
+    start = proc_status_bytes("VmRSS")
     recipe = Recipe(spec, quiet=True)
     try:
         recipe.setup()
-        setup_peak = _status("VmHWM")
+        setup_peak = proc_status_bytes("VmHWM")
         Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
-        before_steps = _status("VmRSS")
+        before_steps = proc_status_bytes("VmRSS")
         result = recipe.train()
         assert result.state == "finished", result
-        step_peak = _status("VmHWM")
+        step_peak = proc_status_bytes("VmHWM")
         kind = getattr(recipe.loss, "kind", "?")
     finally:
         recipe.cleanup()

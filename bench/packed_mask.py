@@ -28,19 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, bench_env
+from bench.common import REPO, bench_env, proc_status_bytes
 
 ATTENTIONS = ("sdpa", "vlaunch_packed_sdpa")
 LENGTHS = (4096, 16384, 32768)
 SAMPLE = 1000
 MIB = 1024 * 1024
-
-
-def _status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
 
 
 def child(attention: str, length: int, repeats: int) -> dict[str, Any]:
@@ -57,14 +50,14 @@ def child(attention: str, length: int, repeats: int) -> dict[str, Any]:
     embeds = torch.zeros(1, length, 16)
     positions = (torch.arange(length) % SAMPLE)[None]  # samples of SAMPLE tokens
     Path("/proc/self/clear_refs").write_text("5")
-    before = _status("VmRSS")
+    before = proc_status_bytes("VmRSS")
     times, mask = [], None
     for _ in range(repeats):
         mask = None
         start = time.perf_counter()
         mask = create_causal_mask(config, embeds, None, cache=None, position_ids=positions)
         times.append(time.perf_counter() - start)
-    peak = _status("VmHWM") - before
+    peak = proc_status_bytes("VmHWM") - before
     held = 0 if mask is None else mask.numel() * mask.element_size()
     return {
         "attention": attention,
