@@ -70,7 +70,7 @@ def measure(
             strategy = build_strategy(setup.spec, env, plan)
             strategy.prepare(model, groups, layer_classes=layer_classes)
             loss = build_loss(setup.spec, strategy)  # `train.loss`, as the loop builds it
-            row["loss"] = loss.kind
+            row["loss"] = loss.kind  # recorded before the steps: an out-of-memory row has it too
             tokens = float(target_tokens(setup.batch["labels"]))
             times = []
             for _ in range(warmup + steps):
@@ -78,7 +78,7 @@ def measure(
                 out = train_step(strategy, [setup.batch], tokens, loss)  # the loop's own step
                 sync(env.device)
                 times.append(time.perf_counter() - t0)
-            row.update(loss=loss.kind, last_loss=float(out.loss_sum) / max(tokens, 1.0))
+            row["last_loss"] = float(out.loss_sum) / max(tokens, 1.0)
         except torch.cuda.OutOfMemoryError as e:
             return setup.out_of_memory(row, e)
         return setup.finish(row, report, times, warmup)
